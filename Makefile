@@ -1,0 +1,46 @@
+# motus-ros: two commands on a fresh machine (Debian 12, Python >= 3.10):
+#   make demo   set everything up and run the scripted demonstrator on the simulated robot
+#   make test   set everything up and run the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.motus-setup-stamp
+SETUP_INPUTS := tools/setup.sh setup.py $(wildcard requirements/*.txt) $(wildcard motus_msgs/*.txt motus_msgs/*.xml motus_msgs/msg/* motus_msgs/srv/* motus_msgs/action/*)
+
+# DDS stays on loopback; MuJoCo renders through EGL; nothing is downloaded at run time.
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export MUJOCO_GL := egl
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+EPISODES ?= 3
+MODE ?= scripted
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo bench clean distclean colcon-check
+
+setup: $(STAMP)
+
+$(STAMP): $(SETUP_INPUTS)
+	PYTHON=$(PYTHON) tools/setup.sh
+	@touch $@
+
+test: setup
+	$(PY) -m pytest test $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m motus_ros.demo --mode $(MODE) --episodes $(EPISODES)
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+colcon-check: setup
+	tools/colcon_check.sh
+
+clean:
+	rm -rf build install log .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,155 @@
+"""Rectified-flow sampling with a frozen action prefix (real-time chunking, RTC).
+
+Convention (the one Motus uses): ``x_t = (1 - t) * x0 + t * noise``, t runs from 1 (pure noise) to 0
+(clean), the model predicts the velocity ``v = noise - x0`` and Euler steps are ``x <- x + v * dt`` with
+``dt < 0``.
+
+RTC (Black, Galliker, Levine 2025, "Real-Time Execution of Action Chunking Flow Policies") is
+training-free inpainting: while the robot executes the ``d`` actions that are already committed, the
+next chunk is sampled so that it agrees with them. At every step the clean estimate
+``x0_hat = x_t - t * v`` is pulled towards the target prefix ``Y`` with a soft mask ``W`` by adding the
+vector-Jacobian product ``J^T (W * (Y - x0_hat))`` (``J = d x0_hat / d x_t``) to the velocity, with
+the guidance weight ``min(beta, tau / ((1 - tau) ... ))`` of the paper written in our time convention.
+
+The soft mask: 1 on the first ``d`` actions (they will execute no matter what), an exponential
+decay over the rest of the previous plan, 0 where the previous plan has no actions.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+
+VelocityFn = Callable[[torch.Tensor], "tuple[torch.Tensor, object]"]
+
+
+def prefix_weights(chunk_length: int, delay: int, prefix_length: int, schedule: str = "exp") -> torch.Tensor:
+    """Soft mask W (chunk_length,) of RTC.
+
+    ``delay`` (d): actions that execute before the new chunk takes over (weight 1).
+    ``prefix_length``: how many actions of the previous plan overlap the new chunk (``H - s`` in the
+    paper); beyond it the weight is 0. Between the two the weight decays ("exp": the paper's
+    ``c (e^c - 1) / (e - 1)``, "linear": ``c``, "hard": 0).
+    """
+    if chunk_length <= 0:
+        raise ValueError("chunk_length must be positive")
+    d = max(0, min(int(delay), chunk_length))
+    p = max(d, min(int(prefix_length), chunk_length))
+    w = torch.zeros(chunk_length, dtype=torch.float64)
+    w[:d] = 1.0
+    if p > d and schedule != "hard":
+        i = torch.arange(d, p, dtype=torch.float64)
+        c = (p - i) / (p - d + 1)
+        if schedule == "exp":
+            w[d:p] = c * torch.expm1(c) / math.expm1(1.0)
+        elif schedule == "linear":
+            w[d:p] = c
+        else:
+            raise ValueError(f"unknown prefix weight schedule {schedule!r}")
+    return w
+
+
+def guidance_weight(t: float, max_guidance: float) -> float:
+    """RTC's ``min(beta, (1 - tau) / (tau * r^2))`` with ``tau = 1 - t`` and ``r^2 = (1-tau)^2 / (tau^2 + (1-tau)^2)``."""
+    tau = 1.0 - float(t)
+    if tau <= 0.0:
+        return float(max_guidance)
+    if tau >= 1.0:
+        return 0.0
+    r2 = (1.0 - tau) ** 2 / (tau**2 + (1.0 - tau) ** 2)
+    return float(min(max_guidance, (1.0 - tau) / (tau * r2)))
+
+
+def pad_prefix(prefix: torch.Tensor, chunk_length: int) -> torch.Tensor:
+    """Zero-pad a (..., d, D) prefix to (..., chunk_length, D) (the mask is 0 there)."""
+    d = prefix.shape[-2]
+    if d > chunk_length:
+        raise ValueError(f"prefix of {d} actions is longer than the chunk ({chunk_length})")
+    if d == chunk_length:
+        return prefix
+    pad = prefix.new_zeros(*prefix.shape[:-2], chunk_length - d, prefix.shape[-1])
+    return torch.cat([prefix, pad], dim=-2)
+
+
+def guided_velocity(
+    velocity_fn: VelocityFn,
+    x_t: torch.Tensor,
+    t: float,
+    target: torch.Tensor,
+    weights: torch.Tensor,
+    max_guidance: float = 5.0,
+) -> tuple[torch.Tensor, object]:
+    """Velocity at ``x_t`` corrected towards ``target`` on the masked actions.
+
+    ``velocity_fn(x) -> (v, aux)``: the model's velocity for the action latent ``x`` (B, K, D) and any
+    auxiliary output (e.g. the video velocity of a joint model), which is returned detached.
+    ``target``: (B, K, D) in the model's (normalised) action space, ``weights``: (K,).
+    """
+    w = weights.to(device=x_t.device, dtype=x_t.dtype)
+    with torch.enable_grad():
+        x = x_t.detach().requires_grad_(True)
+        v, aux = velocity_fn(x)
+        x0_hat = x - t * v
+        err = (target.to(x0_hat.dtype) - x0_hat) * w[:, None]
+        (vjp,) = torch.autograd.grad(x0_hat, x, grad_outputs=err.detach())
+    gw = guidance_weight(t, max_guidance)
+    aux = _detach(aux)
+    return (v.detach() - gw * vjp.detach()), aux
+
+
+def _detach(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach()
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_detach(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _detach(v) for k, v in obj.items()}
+    return obj
+
+
+def linear_timesteps(num_steps: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """``linspace(1, 0, N + 1)``: the official Motus inference schedule (Euler, unshifted)."""
+    if num_steps < 1:
+        raise ValueError("num_steps must be >= 1")
+    return torch.linspace(1.0, 0.0, num_steps + 1, device=device, dtype=dtype)
+
+
+def euler_sample(
+    velocity_fn: Callable[[torch.Tensor, float], torch.Tensor],
+    noise: torch.Tensor,
+    num_steps: int = 10,
+    *,
+    prefix: torch.Tensor | None = None,
+    delay: int = 0,
+    prefix_schedule: str = "exp",
+    max_guidance: float = 5.0,
+    timesteps: Sequence[float] | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Integrate ``dx/dt = v(x, t)`` from t=1 (``noise``) to t=0, optionally inpainting a prefix.
+
+    ``velocity_fn(x, t)`` takes the (B, K, D) action latent and the scalar time in [0, 1].
+    ``prefix``: (B, d', D) target actions in the model's space for the first d' steps; ``delay`` is how
+    many of them are frozen (weight 1). The returned chunk has its first ``delay`` actions set exactly
+    to the prefix, since those are executed regardless of what the model says.
+    """
+    ts = torch.as_tensor(timesteps if timesteps is not None else linear_timesteps(num_steps), dtype=torch.float64)
+    x = noise
+    k = noise.shape[-2]
+    target = weights = None
+    if prefix is not None and prefix.shape[-2] > 0:
+        target = pad_prefix(prefix.to(noise.dtype), k)
+        weights = prefix_weights(k, delay, prefix.shape[-2], prefix_schedule)
+    for i in range(len(ts) - 1):
+        t, dt = float(ts[i]), float(ts[i + 1] - ts[i])
+        if target is None:
+            with torch.no_grad():
+                v = velocity_fn(x, t)
+        else:
+            v, _ = guided_velocity(lambda z: (velocity_fn(z, t), None), x, t, target, weights, max_guidance)
+        x = x + v * dt
+    if target is not None and delay > 0:
+        d = min(delay, prefix.shape[-2])
+        x = x.clone()
+        x[..., :d, :] = prefix[..., :d, :].to(x.dtype)
+    return x.detach()

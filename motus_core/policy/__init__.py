@@ -1,0 +1,3 @@
+from .base import ActionChunk, Observation, Policy, PolicyError, PolicyRequest, check_chunk
+
+__all__ = ["ActionChunk", "Observation", "Policy", "PolicyError", "PolicyRequest", "check_chunk"]

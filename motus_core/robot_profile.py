@@ -1,0 +1,238 @@
+"""Robot profiles: which topics, joints, cameras and limits a robot has.
+
+A profile is a YAML file in ``config/robots/`` (one per robot). It is the single place where the
+model's canonical 14-dim joint order is tied to the robot's topics and message joint names, so the
+synchronizer, the executor, the recorder and the simulator all read the same definition.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+CAMERA_ROLES = ("high", "left_wrist", "right_wrist")
+JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
+SUPPORTED_STATE_TYPES = (JOINT_STATE_TYPE,)
+COMMAND_INTERFACES = ("joint_trajectory", "joint_state")
+
+
+class ProfileError(ValueError):
+    """A robot profile is missing a field or is inconsistent."""
+
+
+def config_dir() -> Path:
+    """The project's ``config/`` directory (share dir when installed by colcon, else the source tree)."""
+    try:  # installed with colcon / ament: <prefix>/share/motus_ros/config
+        from ament_index_python.packages import get_package_share_directory
+
+        candidate = Path(get_package_share_directory("motus_ros")) / "config"
+        if candidate.is_dir():
+            return candidate
+    except Exception:  # noqa: BLE001 - ament index absent or AMENT_PREFIX_PATH unset: pip-only install
+        pass
+    return Path(__file__).resolve().parent.parent / "config"
+
+
+@dataclass(frozen=True)
+class JointSource:
+    """One joint-state topic that provides part of the canonical joint vector."""
+
+    topic: str
+    msg_type: str
+    names: Mapping[str, str]  # joint name in the message -> canonical joint name
+
+
+@dataclass(frozen=True)
+class CommandTarget:
+    """One command topic of the robot's driver or controller."""
+
+    topic: str
+    interface: str  # "joint_trajectory" | "joint_state"
+    names: Mapping[str, str]  # canonical joint name -> joint name the driver expects
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    role: str
+    topic: str
+    info_topic: str
+    width: int
+    height: int
+    encoding: str = "rgb8"
+    compressed: bool = False
+    frame_id: str = ""
+
+
+@dataclass(frozen=True)
+class GripperSpec:
+    unit: str  # "normalized", "m", "arx"
+    open_value: float
+    closed_value: float
+
+
+@dataclass(frozen=True)
+class RobotProfile:
+    name: str
+    description: str
+    joint_names: tuple[str, ...]
+    gripper_indices: tuple[int, ...]
+    gripper: GripperSpec
+    position_lower: tuple[float, ...]
+    position_upper: tuple[float, ...]
+    velocity_limit: tuple[float, ...]
+    acceleration_limit: tuple[float, ...]
+    max_step: tuple[float, ...]  # largest allowed change of a command per action step
+    home: tuple[float, ...]
+    state_sources: tuple[JointSource, ...]
+    leader_sources: tuple[JointSource, ...]
+    commands: tuple[CommandTarget, ...]
+    cameras: Mapping[str, CameraSpec]
+    action_rate_hz: float
+    command_rate_hz: float
+    stats_key: str
+    stats_file: str
+    urdf: str
+    base_frame: str
+    ee_links: Mapping[str, str]  # "left"/"right" -> URDF link of the end effector
+    source_path: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def dof(self) -> int:
+        return len(self.joint_names)
+
+    def index_of(self, canonical_name: str) -> int:
+        try:
+            return self.joint_names.index(canonical_name)
+        except ValueError:
+            raise ProfileError(f"profile {self.name!r} has no joint {canonical_name!r}") from None
+
+    def camera(self, role: str) -> CameraSpec:
+        if role not in self.cameras:
+            raise ProfileError(f"profile {self.name!r} has no camera with role {role!r}; roles: {sorted(self.cameras)}")
+        return self.cameras[role]
+
+    def resolve(self, relative: str) -> Path:
+        """Resolve a path of the profile (stats file, urdf) relative to the project's share layout."""
+        p = Path(relative)
+        if p.is_absolute():
+            return p
+        root = config_dir().parent
+        return root / p
+
+
+def _floats(value: Any, n: int, what: str, profile: str) -> tuple[float, ...]:
+    if isinstance(value, (int, float)):
+        value = [float(value)] * n
+    if not isinstance(value, Sequence) or len(value) != n:
+        raise ProfileError(f"profile {profile!r}: {what} must be a number or a list of {n} numbers, got {value!r}")
+    out = tuple(float(v) for v in value)
+    if not all(math.isfinite(v) for v in out):
+        raise ProfileError(f"profile {profile!r}: {what} contains non-finite values")
+    return out
+
+
+def _joint_sources(items: Any, canonical: Sequence[str], what: str, profile: str) -> tuple[JointSource, ...]:
+    sources = []
+    seen: dict[str, str] = {}
+    for item in items or []:
+        msg_type = item.get("type", JOINT_STATE_TYPE)
+        names = dict(item.get("joints") or {n: n for n in canonical})
+        for msg_name, canon in names.items():
+            if canon not in canonical:
+                raise ProfileError(f"profile {profile!r}: {what} topic {item['topic']} maps {msg_name!r} to unknown joint {canon!r}")
+            if canon in seen:
+                raise ProfileError(f"profile {profile!r}: joint {canon!r} comes from both {seen[canon]} and {item['topic']}")
+            seen[canon] = item["topic"]
+        sources.append(JointSource(topic=item["topic"], msg_type=msg_type, names=names))
+    if sources and set(seen) != set(canonical):
+        missing = [n for n in canonical if n not in seen]
+        raise ProfileError(f"profile {profile!r}: {what} topics do not provide joints {missing}")
+    return tuple(sources)
+
+
+def load_profile(name_or_path: str | Path) -> RobotProfile:
+    """Load a profile by name (``config/robots/<name>.yaml``) or by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = config_dir() / "robots" / f"{name_or_path}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in (config_dir() / "robots").glob("*.yaml"))
+        raise ProfileError(f"robot profile {str(name_or_path)!r} not found (looked at {path}); available: {available}")
+    raw = yaml.safe_load(path.read_text())
+    name = raw.get("name", path.stem)
+    try:
+        joints = raw["joints"]
+        canonical = tuple(joints["names"])
+        n = len(canonical)
+        if len(set(canonical)) != n:
+            raise ProfileError(f"profile {name!r}: duplicated joint names")
+        grip = raw["gripper"]
+        gripper_indices = tuple(int(i) for i in grip["indices"])
+        cameras = {}
+        for role, cam in (raw.get("cameras") or {}).items():
+            if role not in CAMERA_ROLES:
+                raise ProfileError(f"profile {name!r}: unknown camera role {role!r} (expected one of {CAMERA_ROLES})")
+            cameras[role] = CameraSpec(
+                role=role,
+                topic=cam["topic"],
+                info_topic=cam.get("info_topic", cam["topic"].rsplit("/", 1)[0] + "/camera_info"),
+                width=int(cam["width"]),
+                height=int(cam["height"]),
+                encoding=cam.get("encoding", "rgb8"),
+                compressed=bool(cam.get("compressed", False)),
+                frame_id=cam.get("frame_id", f"cam_{role}"),
+            )
+        commands = []
+        for item in raw.get("commands") or []:
+            if item["interface"] not in COMMAND_INTERFACES:
+                raise ProfileError(f"profile {name!r}: command interface must be one of {COMMAND_INTERFACES}")
+            names = dict(item.get("joints") or {c: c for c in canonical})
+            unknown = [c for c in names if c not in canonical]
+            if unknown:
+                raise ProfileError(f"profile {name!r}: command {item['topic']} names unknown joints {unknown}")
+            commands.append(CommandTarget(topic=item["topic"], interface=item["interface"], names=names))
+        profile = RobotProfile(
+            name=name,
+            description=raw.get("description", ""),
+            joint_names=canonical,
+            gripper_indices=gripper_indices,
+            gripper=GripperSpec(unit=grip["unit"], open_value=float(grip["open"]), closed_value=float(grip["closed"])),
+            position_lower=_floats(joints["lower"], n, "joints.lower", name),
+            position_upper=_floats(joints["upper"], n, "joints.upper", name),
+            velocity_limit=_floats(joints["velocity"], n, "joints.velocity", name),
+            acceleration_limit=_floats(joints["acceleration"], n, "joints.acceleration", name),
+            max_step=_floats(joints["max_step"], n, "joints.max_step", name),
+            home=_floats(joints["home"], n, "joints.home", name),
+            state_sources=_joint_sources(raw.get("state"), canonical, "state", name),
+            leader_sources=_joint_sources(raw.get("leader"), canonical, "leader", name),
+            commands=tuple(commands),
+            cameras=cameras,
+            action_rate_hz=float(raw.get("action_rate_hz", 30.0)),
+            command_rate_hz=float(raw.get("command_rate_hz", 200.0)),
+            stats_key=raw.get("stats", {}).get("key", name),
+            stats_file=raw.get("stats", {}).get("file", ""),
+            urdf=raw.get("urdf", ""),
+            base_frame=raw.get("frames", {}).get("base", "world"),
+            ee_links=dict(raw.get("frames", {}).get("end_effectors", {})),
+            source_path=str(path),
+            extra=dict(raw.get("extra") or {}),
+        )
+    except KeyError as exc:
+        raise ProfileError(f"profile {name!r} ({path}) is missing field {exc.args[0]!r}") from None
+    for lo, hi, jn in zip(profile.position_lower, profile.position_upper, canonical):
+        if not lo < hi:
+            raise ProfileError(f"profile {name!r}: joint {jn!r} has lower limit {lo} >= upper limit {hi}")
+    for i in gripper_indices:
+        if not 0 <= i < n:
+            raise ProfileError(f"profile {name!r}: gripper index {i} out of range")
+    if not profile.state_sources:
+        raise ProfileError(f"profile {name!r}: no state topics")
+    return profile
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in (config_dir() / "robots").glob("*.yaml"))

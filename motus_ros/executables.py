@@ -1,0 +1,26 @@
+"""Executables of the motus_ros package: name -> "module:function".
+
+The one table used by setup.py (console scripts, installed to lib/motus_ros for ``ros2 run``),
+by the launch files (``Node(executable=name)``) and by the pip-only launcher (``python -m module``).
+Pure data: no imports, so setup.py can read it without the package's dependencies.
+"""
+
+EXECUTABLES = {
+    # hardware
+    "sim_node": "motus_ros.nodes.sim_node:main",
+    "demonstrator": "motus_ros.nodes.demonstrator_node:main",
+    # closed loop
+    "policy_node": "motus_ros.nodes.policy_node:main",
+    "executor_node": "motus_ros.nodes.executor_node:main",
+    # recording
+    "recorder_node": "motus_ros.nodes.recorder_node:main",
+    "recorder_cli": "motus_ros.nodes.recorder_cli:main",
+    # visualisation
+    "visualizer_node": "motus_ros.nodes.visualizer_node:main",
+    "mcap_viz_recorder": "motus_ros.nodes.mcap_viz_recorder:main",
+}
+
+# Command-line tools that are not ROS nodes (installed to bin/).
+TOOLS = {
+    "motus-launch": "motus_ros.launcher:main",
+}

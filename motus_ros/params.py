@@ -1,0 +1,109 @@
+"""Declare ROS parameters from the dataclass that defines them, once.
+
+Each node's parameters are a dataclass (usually the config class of the ``motus_core`` component it
+wraps). Field names become parameter names, defaults become defaults and ``field(metadata={"help":
+...})`` becomes the parameter description, so ``ros2 param describe`` shows the same text as the
+code. Nested dataclasses become dotted names (``safety.max_step``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, TypeVar
+
+from rcl_interfaces.msg import ParameterDescriptor
+
+T = TypeVar("T")
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    raise TypeError(f"parameter field {f.name!r} needs a default")
+
+
+def _ros_value(value: Any) -> Any:
+    # rclpy infers the parameter type from the default; tuples must be lists, empty lists need a type.
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def parameter_fields(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field, Any]]:
+    """Flatten a (nested) dataclass into (dotted name, field, resolved type) triples."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        tp = hints.get(f.name, Any)
+        name = f"{prefix}{f.name}"
+        if _is_dataclass_type(tp):
+            out.extend(parameter_fields(tp, prefix=f"{name}."))
+        else:
+            out.append((name, f, tp))
+    return out
+
+
+def _empty_list_type(tp: Any):
+    from rclpy.parameter import Parameter
+
+    args = typing.get_args(tp)
+    inner = args[0] if args else str
+    return {
+        str: Parameter.Type.STRING_ARRAY,
+        float: Parameter.Type.DOUBLE_ARRAY,
+        int: Parameter.Type.INTEGER_ARRAY,
+        bool: Parameter.Type.BOOL_ARRAY,
+    }.get(inner, Parameter.Type.STRING_ARRAY)
+
+
+def declare_parameters(node, cls: type[T], prefix: str = "") -> T:
+    """Declare every field of ``cls`` on ``node`` and return an instance filled with the values."""
+    values: dict[str, Any] = {}
+    for name, f, tp in parameter_fields(cls, prefix):
+        default = _ros_value(_default_of(f))
+        desc = ParameterDescriptor(description=f.metadata.get("help", ""), read_only=bool(f.metadata.get("read_only", False)))
+        if isinstance(default, list) and not default:
+            param = node.declare_parameter(name, _empty_list_type(tp), desc)
+        else:
+            if isinstance(default, float) or tp is float:
+                default = float(default)
+            param = node.declare_parameter(name, default, desc)
+        values[name] = param.value
+    return build_from_values(cls, values, prefix)
+
+
+def build_from_values(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        tp = hints.get(f.name, Any)
+        name = f"{prefix}{f.name}"
+        if _is_dataclass_type(tp):
+            kwargs[f.name] = build_from_values(tp, values, prefix=f"{name}.")
+        elif name in values:
+            v = values[name]
+            origin = typing.get_origin(tp)
+            if origin is tuple and v is not None:
+                v = tuple(v)
+            elif origin is list and v is not None:
+                v = list(v)
+            kwargs[f.name] = v
+    return cls(**kwargs)
+
+
+def as_parameter_dict(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Dataclass instance -> flat {dotted name: value} (for params files and the graph description)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            out.update(as_parameter_dict(v, prefix=f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = _ros_value(v)
+    return out
