@@ -1,0 +1,1 @@
+"""Model implementations (Motus, MoLA) on diffusers/transformers."""
