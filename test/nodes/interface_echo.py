@@ -1,0 +1,64 @@
+"""Second process of the interface round-trip test.
+
+* every motus_msgs message type: subscribes ``/rt/in/<Type>`` and republishes what it got on ``/rt/out/<Type>``;
+* every service: ``/rt/srv/<Type>`` answers ``fill(Response)`` if the request equals ``fill(Request)``,
+  else an empty response;
+* the RunTask action: ``/rt/action/RunTask`` checks the goal, sends one filled feedback, returns a filled result.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import motus_ros  # noqa: E402,F401  (DDS environment before rclpy)
+import rclpy  # noqa: E402
+from rclpy.action import ActionServer  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, DurabilityPolicy  # noqa: E402
+
+import motus_msgs.action as actions  # noqa: E402
+import motus_msgs.msg as msgs  # noqa: E402
+import motus_msgs.srv as srvs  # noqa: E402
+from test.msg_fill import fill  # noqa: E402
+
+MSG_TYPES = ["ActionChunk", "PredictedFuture", "StageTiming", "PolicyStatus", "TopicStats", "RecorderStatus", "ExecutorStatus"]
+SRV_TYPES = ["SetInstruction", "StartEpisode", "StopEpisode", "DiscardEpisode", "ResetSim"]
+
+
+def main():
+    rclpy.init()
+    node = rclpy.create_node("interface_echo")
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+    keep = []
+    for t in MSG_TYPES:
+        cls = getattr(msgs, t)
+        pub = node.create_publisher(cls, f"/rt/out/{t}", qos)
+        keep.append(node.create_subscription(cls, f"/rt/in/{t}", lambda m, p=pub: p.publish(m), qos))
+
+    for t in SRV_TYPES:
+        cls = getattr(srvs, t)
+
+        def handle(req, resp, cls=cls):
+            return fill(cls.Response()) if req == fill(cls.Request()) else cls.Response()
+
+        keep.append(node.create_service(cls, f"/rt/srv/{t}", handle))
+
+    def execute(goal_handle):
+        ok = goal_handle.request == fill(actions.RunTask.Goal())
+        goal_handle.publish_feedback(fill(actions.RunTask.Feedback()))
+        goal_handle.succeed()
+        return fill(actions.RunTask.Result()) if ok else actions.RunTask.Result()
+
+    keep.append(ActionServer(node, actions.RunTask, "/rt/action/RunTask", execute))
+    print("interface_echo ready", flush=True)
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The node graph is described once: the launch files and `motus-launch` start the same nodes.
+
+launch / launch_ros are not installable here (not on PyPI), so the launch file is executed against a
+minimal recording implementation of the launch API (``_LaunchRecorder``): it records the Node actions
+the launch file creates, which must equal what the pip-only launcher starts.
+"""
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from motus_ros import graph as graph_mod
+from motus_ros.executables import EXECUTABLES
+from motus_ros.launcher import command_line
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Action:
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+class _LaunchConfiguration:
+    def __init__(self, name):
+        self.name = name
+
+    def perform(self, context):
+        return context.values[self.name]
+
+
+def _launch_stubs(recorded):
+    launch = types.ModuleType("launch")
+    launch.LaunchDescription = lambda entities: list(entities)
+    actions = types.ModuleType("launch.actions")
+    for name in ("DeclareLaunchArgument", "EmitEvent", "RegisterEventHandler", "IncludeLaunchDescription"):
+        setattr(actions, name, type(name, (_Action,), {}))
+
+    class OpaqueFunction(_Action):
+        def __init__(self, function):
+            super().__init__(function=function)
+            self.function = function
+
+    actions.OpaqueFunction = OpaqueFunction
+    handlers = types.ModuleType("launch.event_handlers")
+    handlers.OnProcessExit = type("OnProcessExit", (_Action,), {})
+    events = types.ModuleType("launch.events")
+    events.Shutdown = type("Shutdown", (_Action,), {})
+    subs = types.ModuleType("launch.substitutions")
+    subs.LaunchConfiguration = _LaunchConfiguration
+    sources = types.ModuleType("launch.launch_description_sources")
+    sources.PythonLaunchDescriptionSource = type("PythonLaunchDescriptionSource", (_Action,), {})
+    launch_ros = types.ModuleType("launch_ros")
+    ros_actions = types.ModuleType("launch_ros.actions")
+
+    class Node(_Action):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            recorded.append(kwargs)
+
+    ros_actions.Node = Node
+    return {
+        "launch": launch, "launch.actions": actions, "launch.event_handlers": handlers, "launch.events": events,
+        "launch.substitutions": subs, "launch.launch_description_sources": sources,
+        "launch_ros": launch_ros, "launch_ros.actions": ros_actions,
+    }
+
+
+@pytest.fixture
+def ament_prefix(tmp_path, monkeypatch):
+    """A real ament prefix in which motus_ros's share dir is this source tree."""
+    index = tmp_path / "share" / "ament_index" / "resource_index" / "packages"
+    index.mkdir(parents=True)
+    (index / "motus_ros").write_text("")
+    (tmp_path / "share" / "motus_ros").symlink_to(ROOT)
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path))
+    return tmp_path
+
+
+def _run_launch_file(values, monkeypatch):
+    recorded = []
+    for name, mod in _launch_stubs(recorded).items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    ld = runpy.run_path(str(ROOT / "launch" / "motus.launch.py"))["generate_launch_description"]()
+    declared = {a.args[0]: a.kwargs["default_value"] for a in ld if type(a).__name__ == "DeclareLaunchArgument"}
+    context = types.SimpleNamespace(values={**declared, **values})
+    (opaque,) = [a for a in ld if type(a).__name__ == "OpaqueFunction"]
+    actions = opaque.function(context)
+    shutdown_on = [a.args[0].kwargs["target_action"].kwargs["name"] for a in actions if type(a).__name__ == "RegisterEventHandler"]
+    return recorded, declared, shutdown_on
+
+
+@pytest.mark.parametrize("values", [
+    {"graph": "demo", "episodes": "2"},
+    {"graph": "policy", "strategy": "sync"},
+    {"graph": "record"},
+    {"graph": "viz", "hardware": "none", "robot": "aloha_agilex_2"},
+    {"graph": "sim", "image_width": "640", "image_height": "480"},
+])
+def test_launch_file_and_launcher_start_the_same_nodes(values, ament_prefix, monkeypatch, tmp_path):
+    recorded, declared, shutdown_on = _run_launch_file(values, monkeypatch)
+    assert set(declared) == {a.name for a in graph_mod.ARGUMENTS}, "launch arguments differ from the graph's"
+    specs = graph_mod.describe_graph(values)
+    launched = [n for n in recorded if n["package"] == "motus_ros"]
+    assert [(n["name"], n["executable"]) for n in launched] == [(s.name, s.executable) for s in specs]
+    config = ROOT / "config"
+    for node, spec in zip(launched, specs):
+        expected_params = [p if isinstance(p, dict) else os.path.join(str(ament_prefix / "share" / "motus_ros" / "config"), p) for p in spec.parameters]
+        assert node["parameters"] == expected_params
+        assert node["remappings"] == spec.remappings
+        assert node["executable"] in EXECUTABLES
+        # the launcher's command line uses the same parameter files and remappings
+        cmd = command_line(spec, tmp_path)
+        files = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--params-file"]
+        assert len(files) == len(spec.parameters)
+        for f, p in zip(files, spec.parameters):
+            if not isinstance(p, dict):
+                assert Path(f).resolve() == (config / p).resolve()
+    assert shutdown_on == [s.name for s in specs if s.required]
+
+
+def test_unknown_or_invalid_arguments_are_rejected():
+    with pytest.raises(ValueError, match="unknown graph argument"):
+        graph_mod.describe_graph({"grpah": "demo"})
+    with pytest.raises(ValueError, match="must be one of"):
+        graph_mod.describe_graph({"graph": "nonsense"})
+
+
+def test_every_parameter_file_named_by_the_graph_exists():
+    for g in graph_mod.GRAPHS:
+        for spec in graph_mod.describe_graph({"graph": g, "viz": "true"}):
+            for p in spec.parameters:
+                if not isinstance(p, dict):
+                    assert (ROOT / "config" / p).is_file(), f"{spec.name}: config/{p} missing"
+            module = EXECUTABLES[spec.executable].split(":")[0]
+            assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), f"{spec.name}: {module} missing"
