@@ -23,4 +23,10 @@ EXECUTABLES = {
 # Command-line tools that are not ROS nodes (installed to bin/).
 TOOLS = {
     "motus-launch": "motus_ros.launcher:main",
+    "motus-convert-checkpoint": "motus_core.models.motus.convert_cli:main",
+    "motus-convert": "motus_core.data.convert:main",
+    "mola-train-stage1": "motus_core.models.mola.train.cli:stage1_main",
+    "mola-train-stage2": "motus_core.models.mola.train.cli:stage2_main",
+    "mola-train-stage3": "motus_core.models.mola.train.cli:stage3_main",
+    "mola-convert-checkpoint": "motus_core.models.mola.convert:main",
 }
