@@ -197,6 +197,33 @@ def motus_model_image(images: Mapping[str, np.ndarray], target_hw: Sequence[int]
     return resize_with_padding(make_mosaic_from_roles(images), target_hw)
 
 
+# ------------------------------------------------------------------ per-camera models (MoLA)
+
+
+def mosaic_layout_of(mosaic_hw: Sequence[int]) -> MosaicLayout:
+    """The layout of a mosaic of size ``mosaic_hw`` (inverse of ``MosaicLayout.size_hw``)."""
+    mh, mw = int(mosaic_hw[0]), int(mosaic_hw[1])
+    for high_h in (2 * mh // 3, 2 * mh // 3 + 1, 2 * mh // 3 - 1):
+        if high_h > 1 and high_h + high_h // 2 == mh:
+            return MosaicLayout.for_high_camera(high_h, mw)
+    raise PreprocessingError(f"{mh}x{mw} is not the size of a three-camera mosaic (high H + H//2 rows)")
+
+
+def mosaic_camera_images(mosaic: np.ndarray, roles: Sequence[str], target_hw: Sequence[int]) -> np.ndarray:
+    """Per-camera model inputs from a mosaic: split, resize-with-padding each camera, [0, 1] CHW.
+
+    Returns float32 ``(len(roles), 3, H, W)``. Models that take cameras separately (MoLA) use this on
+    dataset frames and on live observations (via ``make_mosaic_from_roles``), so the wrist views have
+    the same (half) resolution at deploy time as in the recorded mosaics.
+    """
+    check_rgb_image(mosaic, "mosaic")
+    parts = split_mosaic(mosaic, mosaic_layout_of(mosaic.shape[:2]))
+    unknown = [r for r in roles if r not in parts]
+    if unknown:
+        raise PreprocessingError(f"unknown camera roles {unknown}; the mosaic has {sorted(parts)}")
+    return np.stack([to_unit_chw(resize_with_padding(np.ascontiguousarray(parts[r]), target_hw)) for r in roles])
+
+
 # ----------------------------------------------------------------------------------- normalisation
 
 
