@@ -18,7 +18,7 @@ from motus_core.models.mola.checkpoint import load_strict, net_key_from_release
 from motus_core.models.mola.config import HeadConfig
 from motus_core.models.mola.head import ActionHead
 from motus_core.models.mola.objectives import EdmObjective
-from motus_core.models.mola.parity import load_fixture
+from motus_core.models.parity_fixture import load_fixture
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mola_parity" / "action_head"
 FOLDER = Path(os.environ.get("MOLA_HEAD_FIXTURE", DEFAULT))

@@ -17,7 +17,7 @@ from motus_core.models.mola.checkpoint import load_strict, net_key_from_release
 from motus_core.models.mola.config import IdmConfig
 from motus_core.models.mola.idm import MoIDM
 from motus_core.models.mola.model import MolaNet
-from motus_core.models.mola.parity import load_fixture
+from motus_core.models.parity_fixture import load_fixture
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mola_parity" / "idm"
 FOLDER = Path(os.environ.get("MOLA_IDM_FIXTURE", DEFAULT))

@@ -39,7 +39,7 @@ def close(got: torch.Tensor, ref: torch.Tensor, name: str, **tol):
 @pytest.fixture(scope="module")
 def model_fixture():
     _require(MODEL_DIR)
-    from motus_core.models.motus.parity_fixture import load_fixture
+    from motus_core.models.parity_fixture import load_fixture
 
     return load_fixture(MODEL_DIR)
 
@@ -237,7 +237,7 @@ def test_parity_vae(tmp_path):
     from motus_core.models.motus.config import vae_config_from_original
     from motus_core.models.motus.convert_cli import convert_vae
     from motus_core.models.motus.loading import build_vae
-    from motus_core.models.motus.parity_fixture import load_fixture
+    from motus_core.models.parity_fixture import load_fixture
 
     fx = load_fixture(VAE_DIR)
     torch.save(fx.weights("vae"), tmp_path / "Wan2.2_VAE.pth")
@@ -261,7 +261,7 @@ def test_parity_vae(tmp_path):
 def test_parity_umt5(tmp_path):
     _require(T5_DIR)
     from motus_core.models.motus.convert_cli import convert_umt5
-    from motus_core.models.motus.parity_fixture import load_fixture
+    from motus_core.models.parity_fixture import load_fixture
     from motus_core.models.motus.text_encoder import load_text_encoder
 
     fx = load_fixture(T5_DIR)
