@@ -13,7 +13,7 @@ from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from motus_ros.graph import ARGUMENTS, as_bool, describe_graph, resolve_arguments
+from motus_ros.graph import ARGUMENTS, describe_graph, describe_launch_only, resolve_arguments
 
 
 def _resolve_parameters(parameters, config_dir):
@@ -43,9 +43,24 @@ def _graph(context, *_, **__):
         actions.append(node)
         if spec.required:
             actions.append(RegisterEventHandler(OnProcessExit(target_action=node, on_exit=[EmitEvent(event=Shutdown(reason=f"{spec.name} exited"))])))
-    if as_bool(values.get("rviz", "false")):
-        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", os.path.join(config_dir, "motus.rviz")], output="screen"))
+    # robot_state_publisher (robot + ghost), the ghost's anchor transform and rviz2: other packages' nodes
+    for spec in describe_launch_only(values):
+        if not _installed(spec.package):
+            print(f"[motus.launch.py] not starting {spec.namespace + '/' if spec.namespace else ''}{spec.name}: "
+                  f"ROS 2 package {spec.package!r} is not installed")
+            continue
+        actions.append(Node(package=spec.package, executable=spec.executable, name=spec.name, namespace=spec.namespace or None,
+                            parameters=list(spec.parameters), remappings=list(spec.remappings), arguments=list(spec.arguments),
+                            output="screen"))
     return actions
+
+
+def _installed(package):
+    try:
+        get_package_share_directory(package)
+        return True
+    except Exception:  # noqa: BLE001 - PackageNotFoundError, or no ament index at all
+        return False
 
 
 def generate_launch_description():

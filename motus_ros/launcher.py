@@ -27,7 +27,7 @@ import motus_ros  # noqa: F401  (DDS environment defaults)
 from motus_core.robot_profile import config_dir
 from motus_ros import configure_ros_environment
 from motus_ros.executables import EXECUTABLES
-from motus_ros.graph import ARGUMENTS, NodeSpec, describe_graph
+from motus_ros.graph import ARGUMENTS, NodeSpec, describe_graph, describe_launch_only
 
 
 def _param_files(spec: NodeSpec, workdir: Path) -> list[str]:
@@ -157,9 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=0.0, help="stop the graph after this many seconds (0: never)")
     ns = parser.parse_args(argv)
     try:
-        nodes = describe_graph(parse_assignments(ns.assignments))
+        values = parse_assignments(ns.assignments)
+        nodes = describe_graph(values)
+        skipped = describe_launch_only(values)
     except ValueError as exc:
         parser.error(str(exc))
+    if skipped:  # C++/Qt nodes of other ROS 2 packages: pip cannot install them, ros2 launch starts them
+        names = ", ".join(f"{s.namespace + '/' if s.namespace else ''}{s.name} ({s.package})" for s in skipped)
+        print(f"[motus-launch] not started (ROS 2 packages pip cannot install; `ros2 launch motus_ros motus.launch.py` starts them): "
+              f"{names}. Without rviz, record the visualisation for Foxglove: viz_mcap:=viz.mcap", flush=True)
     if ns.print:
         with tempfile.TemporaryDirectory() as tmp:
             for spec in nodes:

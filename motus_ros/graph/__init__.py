@@ -47,6 +47,20 @@ def resolve_arguments(values: dict[str, str] | None = None) -> dict[str, str]:
     return out
 
 
+def _visualizer_on(args: dict[str, str]) -> bool:
+    return args["graph"] in ("policy", "viz") or as_bool(args.get("viz", "false"))
+
+
+def describe_launch_only(values: dict[str, str] | None = None) -> list[NodeSpec]:
+    """Nodes of other ROS 2 packages (robot_state_publisher, tf2_ros, rviz2) that only the launch files
+    start, where those packages are installed; ``motus-launch`` (pip-only) names and skips them."""
+    args = resolve_arguments(values)
+    nodes = viz.launch_only_nodes(args, visualizer=_visualizer_on(args))
+    for n in nodes:
+        n.parameters.insert(0, {"use_sim_time": as_bool(args["use_sim_time"])})
+    return nodes
+
+
 def describe_graph(values: dict[str, str] | None = None) -> list[NodeSpec]:
     """The nodes to start for the given arguments (see ``ARGUMENTS``)."""
     args = resolve_arguments(values)
@@ -61,7 +75,7 @@ def describe_graph(values: dict[str, str] | None = None) -> list[NodeSpec]:
         nodes += policy.policy_nodes(args)
     elif graph == "record":
         nodes += recording.recorder_nodes(args)
-    if graph in ("policy", "viz") or as_bool(args.get("viz", "false")):
+    if _visualizer_on(args):
         nodes += viz.viz_nodes(args)
     for n in nodes:
         n.parameters.insert(0, dict(common))
@@ -72,4 +86,5 @@ def describe_graph(values: dict[str, str] | None = None) -> list[NodeSpec]:
     return nodes
 
 
-__all__ = ["ARGUMENTS", "GRAPHS", "Argument", "NodeSpec", "describe_graph", "resolve_arguments", "defaults", "as_bool"]
+__all__ = ["ARGUMENTS", "GRAPHS", "Argument", "NodeSpec", "describe_graph", "describe_launch_only", "resolve_arguments", "defaults",
+           "as_bool"]
