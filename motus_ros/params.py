@@ -74,7 +74,8 @@ def declare_parameters(node, cls: type[T], prefix: str = "") -> T:
             if isinstance(default, float) or tp is float:
                 default = float(default)
             param = node.declare_parameter(name, default, desc)
-        values[name] = param.value
+        # A list parameter declared empty (typed, no default value) reads back as None, not [].
+        values[name] = default if param.value is None and isinstance(default, list) else param.value
     return build_from_values(cls, values, prefix)
 
 
