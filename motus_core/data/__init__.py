@@ -1,0 +1,13 @@
+"""Recorded episodes (rosbag2), conversion to training layouts, and the Motus dataset reader.
+
+ROS-free: bags are read and written with ``rosbags`` from raw CDR bytes, videos with PyAV.
+
+* ``motus_layout``  the Motus real-robot layout: ``write_episode``, episode discovery, stat.json
+* ``reader``        ``MotusDataset`` (official sample construction) and ``collate``
+* ``video``         H.264 encode/decode
+* ``episode``       episode metadata (state, outcome, counts) and the episode directory
+* ``bag_writer``    ``EpisodeRecorder``: off-thread rosbag2 writer with back-pressure reporting
+* ``bag_reader``    reading finished and unfinished (crashed) bags; repair
+* ``sync``          time alignment of the streams on the high camera
+* ``convert``       bags -> Motus / RoboTwin / LeRobot v3 (``motus-convert``)
+"""
