@@ -1,15 +1,15 @@
 """Hardware part of the graph: the simulated robot and the scripted demonstrator (teleop stand-in)."""
 from __future__ import annotations
 
-from .spec import Argument, NodeSpec, as_bool
+from .spec import Argument, NodeSpec
 
 ARGUMENTS = (
     Argument("task", "transfer_cube", "simulated task", choices=("transfer_cube", "insertion")),
     Argument("episodes", "3", "demonstrator: number of episodes to perform (demo and record graphs)"),
     Argument("seed", "0", "first seed of the simulator's object poses"),
-    Argument("image_height", "240", "simulated camera image height"),
-    Argument("image_width", "320", "simulated camera image width"),
-    Argument("camera_rate", "30.0", "simulated camera rate (Hz)"),
+    Argument("image_height", "0", "simulated camera image height (0: the robot profile's, 240 for sim_aloha)"),
+    Argument("image_width", "0", "simulated camera image width (0: the robot profile's, 320 for sim_aloha)"),
+    Argument("camera_rate", "30.0", "simulated camera rate (Hz of sim time)"),
     Argument("real_time_factor", "1.0", "simulation speed relative to the wall clock"),
 )
 
@@ -35,12 +35,22 @@ def sim_nodes(args: dict[str, str]) -> list[NodeSpec]:
     ]
 
 
-def demonstrator_nodes(args: dict[str, str], required: bool = False) -> list[NodeSpec]:
+RECORDER_NODE = "recorder"  # name of the recorder node in the record graph (recording.py)
+
+
+def demonstrator_nodes(args: dict[str, str], required: bool = False, recorder: str = "") -> list[NodeSpec]:
+    """The scripted teleoperator. ``recorder`` names a recorder node it drives (start_episode before,
+    stop_episode with the outcome after each demonstration); in the record graph that is the recorder."""
+    params = {"episodes": int(args["episodes"]), "task": args["task"], "seed": int(args["seed"]), "sim_node": "sim"}
+    if not recorder and args.get("graph") == "record":
+        recorder = RECORDER_NODE
+    if recorder:
+        params["recorder"] = recorder
     return [
         NodeSpec(
             name="demonstrator",
             executable="demonstrator",
-            parameters=[{"episodes": int(args["episodes"]), "task": args["task"], "seed": int(args["seed"])}],
+            parameters=[params],
             required=required,
             env={"MUJOCO_GL": "egl"},
         )

@@ -1,0 +1,179 @@
+"""The simulated dual-arm robot: physics, servos, tasks and resets, without ROS and without rendering.
+
+:class:`AlohaSim` owns a MuJoCo model and data. Its joint vector is the sim's 14-dim vector (see
+:mod:`motus_core.sim.model`); position targets come from a
+:class:`~motus_core.sim.trajectory.JointTrajectoryFollower` that is sampled at every physics step,
+so trajectories are followed at the physics rate (500 Hz) like a ros2_control controller would.
+
+Sim time (``data.time``) never goes backwards: a reset restores the scene but keeps the clock
+running, so ``/clock`` and every stamp stay monotonic across episodes; ``episode_time`` restarts at 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from .model import JointLayout, build_model
+from .tasks import TaskTracker, get_task
+from .trajectory import JointTrajectoryFollower, TrajectoryGoal
+
+# ACT's start pose of the ViperX arms (joints in rad, grippers normalised).
+DEFAULT_HOME = (0.0, -0.96, 1.16, 0.0, -0.3, 0.0, 0.0, 0.0, -0.96, 1.16, 0.0, -0.3, 0.0, 0.0)
+
+
+class SimulationError(RuntimeError):
+    """The physics diverged (non-finite state); the caller should reset."""
+
+
+@dataclass(frozen=True)
+class ObjectPose:
+    position: np.ndarray  # (3,) m, world frame
+    quaternion: np.ndarray  # (4,) w, x, y, z
+
+
+class AlohaSim:
+    """Physics of the bimanual ViperX scene with a task (see module doc)."""
+
+    def __init__(self, task: str = "transfer_cube", *, seed: int = 0, timestep: float = 0.002, render_mesh_cell: float = 0.002,
+                 success_hold: float = 0.5, home: np.ndarray | None = None, offscreen_size: tuple[int, int] = (640, 480)):
+        self._build_kwargs = dict(timestep=timestep, render_mesh_cell=render_mesh_cell, offscreen_size=offscreen_size)
+        self.success_hold = success_hold
+        self.home = np.array(DEFAULT_HOME if home is None else home, dtype=float)
+        if self.home.shape != (14,):
+            raise ValueError(f"home must have 14 values, got {self.home.shape}")
+        self.model_generation = 0  # bumps when the model is rebuilt (renderers must be recreated)
+        self.episode = 0
+        self.seed = 0
+        self.episode_start = 0.0
+        self._build(task)
+        self.follower = JointTrajectoryFollower(self.home)
+        self._targets_fresh = False
+        self.reset(seed=seed)  # episode 1
+
+    # -- construction -------------------------------------------------------------------------
+    def _build(self, task: str) -> None:
+        self.task = get_task(task)
+        self.model = build_model(task, **self._build_kwargs)
+        self.data = mujoco.MjData(self.model)
+        self.layout = JointLayout.of(self.model)
+        self.tracker = TaskTracker(self.task, self.model, success_hold=self.success_hold)
+        self._object_qpos = {}
+        for obj in self.task.objects:
+            jid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, obj.joint)
+            self._object_qpos[obj.name] = int(self.model.jnt_qposadr[jid])
+        self.model_generation += 1
+
+    @property
+    def dt(self) -> float:
+        return float(self.model.opt.timestep)
+
+    @property
+    def time(self) -> float:
+        return float(self.data.time)
+
+    @property
+    def episode_time(self) -> float:
+        return self.time - self.episode_start
+
+    # -- episodes -----------------------------------------------------------------------------
+    def reset(self, seed: int, task: str | None = None, home: np.ndarray | None = None,
+              object_poses: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, ObjectPose]:
+        """New episode: arms at ``home`` (default: the sim's), objects drawn from ``seed`` (or given)."""
+        now = self.time
+        if task is not None and task != self.task.name:
+            self._build(task)
+        if home is not None:
+            self.home = np.array(home, dtype=float)
+        m, d = self.model, self.data
+        mujoco.mj_resetData(m, d)
+        d.time = now  # the clock keeps running across episodes
+        self.layout.set_positions(d, self.home)
+        poses = object_poses if object_poses is not None else self.task.sample_poses(np.random.default_rng(seed))
+        for name, (pos, quat) in poses.items():
+            adr = self._object_qpos[name]
+            d.qpos[adr:adr + 3] = pos
+            d.qpos[adr + 3:adr + 7] = quat
+        self.layout.set_targets(d, self.home)
+        mujoco.mj_forward(m, d)
+        self.follower.reset(self.layout.targets(d), now)
+        self.tracker.reset()
+        self.seed = int(seed)
+        self.episode += 1
+        self.episode_start = now
+        return self.object_poses()
+
+    # -- commands -----------------------------------------------------------------------------
+    def command_positions(self, indices: np.ndarray, values: np.ndarray) -> None:
+        """Direct position targets (sim units) for some joints; cancels trajectories (see trajectory.py)."""
+        self.follower.set_positions(indices, values, self.time)
+        self._targets_fresh = True
+
+    def command_trajectory(self, goal: TrajectoryGoal, start_now: bool = False) -> int:
+        """Follow ``goal`` (JTC semantics, see trajectory.py); ``start_now`` replaces its start by the
+        current sim time (a zero header stamp). Returns the number of points skipped as already past;
+        raises CommandRejected when every point is in the past."""
+        if start_now:
+            goal.start = self.time
+        skipped = self.follower.submit(goal, self.time)
+        self._targets_fresh = True
+        return skipped
+
+    def cancel_motion(self) -> None:
+        """Stop any trajectory; the joints hold their current setpoints (an empty trajectory)."""
+        self.follower.cancel(self.time)
+        self._targets_fresh = True
+
+    def set_targets(self, q: np.ndarray) -> None:
+        """All 14 targets at once (the scripted demonstrator's and tests' shortcut)."""
+        self.command_positions(np.arange(14), np.asarray(q, float))
+
+    # -- stepping -----------------------------------------------------------------------------
+    def step(self, n: int = 1) -> None:
+        """Advance ``n`` physics steps, sampling the follower's setpoint before each."""
+        m, d, follower, layout = self.model, self.data, self.follower, self.layout
+        for _ in range(n):
+            active = follower.active(d.time)
+            if active or self._targets_fresh:
+                pos, _ = follower.sample(d.time)
+                layout.set_targets(d, pos)
+                self._targets_fresh = active  # sample once more after a trajectory ends: its last point
+            mujoco.mj_step(m, d)
+        if not np.isfinite(d.qpos).all():
+            raise SimulationError(f"the physics diverged at t={d.time:.3f} s")
+
+    def step_until(self, t: float) -> int:
+        """Step until sim time reaches ``t`` (within half a step); returns the number of steps."""
+        n = int(round((t - self.time) / self.dt))
+        if n > 0:
+            self.step(n)
+        return max(n, 0)
+
+    def update_task(self) -> int:
+        """Evaluate the task's stage on the current contacts (and latch success); returns the stage."""
+        return self.tracker.update(self.data)
+
+    # -- state --------------------------------------------------------------------------------
+    def positions(self) -> np.ndarray:
+        return self.layout.positions(self.data)
+
+    def velocities(self) -> np.ndarray:
+        return self.layout.velocities(self.data)
+
+    def efforts(self) -> np.ndarray:
+        return self.layout.efforts(self.data)
+
+    def targets(self) -> np.ndarray:
+        return self.layout.targets(self.data)
+
+    def object_poses(self) -> dict[str, ObjectPose]:
+        out = {}
+        for name, adr in self._object_qpos.items():
+            q = self.data.qpos
+            out[name] = ObjectPose(q[adr:adr + 3].copy(), q[adr + 3:adr + 7].copy())
+        return out
+
+    @property
+    def success(self) -> bool:
+        return self.tracker.success
