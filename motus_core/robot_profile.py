@@ -236,3 +236,10 @@ def load_profile(name_or_path: str | Path) -> RobotProfile:
 
 def available_profiles() -> list[str]:
     return sorted(p.stem for p in (config_dir() / "robots").glob("*.yaml"))
+
+
+def as_profile(profile: "RobotProfile | str | Path | None", default: str = "sim_aloha") -> RobotProfile:
+    """A loaded profile from a profile, a profile name/path, or None (the default robot)."""
+    if isinstance(profile, RobotProfile):
+        return profile
+    return load_profile(profile or default)

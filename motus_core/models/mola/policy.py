@@ -30,6 +30,8 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from motus_core.models.common import resolve_dtype
+from motus_core.robot_profile import as_profile
 from motus_core.policy.base import ActionChunk, Policy, PolicyError, PolicyRequest
 from motus_core.preprocessing import (
     MOSAIC_ROLES,
@@ -50,26 +52,6 @@ from .model import MolaModel, MolaNet
 from .video import TextEmbedding, VideoModel
 
 log = logging.getLogger(__name__)
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
-
-
-def _dtype(value, device: str) -> torch.dtype:
-    if value is None:
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    if str(value) not in _DTYPES:
-        raise PolicyError(f"unknown dtype {value!r}; use one of {sorted(_DTYPES)}")
-    return _DTYPES[str(value)]
-
-
-def _profile(profile):
-    from motus_core.robot_profile import load_profile
-
-    if profile is None or isinstance(profile, (str, Path)):
-        return load_profile(profile or "sim_aloha")
-    return profile
-
 
 class MolaPolicy(Policy):
     name = "mola"
@@ -239,7 +221,7 @@ def build_policy(cfg: MolaConfig, net_state: Mapping[str, torch.Tensor] | None, 
     config names none (benchmarks only; ``create`` refuses such a checkpoint)."""
     options = dict(options or {})
     dev = str(device)
-    dtype = _dtype(options.get("dtype"), dev)
+    dtype = resolve_dtype(options.get("dtype"), dev)
     try:
         video = VideoModel.build(cfg.video, dtype=dtype if dev.startswith("cuda") else torch.float32)
         net = MolaNet(cfg)
@@ -261,7 +243,7 @@ def create(checkpoint_dir, *, device: str = "cpu", profile=None, options: Mappin
     if checkpoint_dir is None:
         raise PolicyError("the mola policy needs a checkpoint directory (stage-III output 'policy/')")
     base = Path(checkpoint_dir).expanduser()
-    prof = _profile(profile)
+    prof = as_profile(profile)
     try:
         cfg, state, meta = read_policy_dir(base, options)
     except (CheckpointError, OSError) as exc:

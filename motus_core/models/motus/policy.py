@@ -36,6 +36,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from motus_core.models.common import resolve_dtype
+from motus_core.robot_profile import as_profile
 from motus_core.policy.base import ActionChunk, Policy, PolicyError, PolicyRequest
 from motus_core.preprocessing import (
     MinMaxNormalizer,
@@ -60,10 +62,6 @@ log = logging.getLogger(__name__)
 
 MODES = ("vla", "joint", "world_model", "idm", "video")
 CAMERA_ROLES = ("high", "left_wrist", "right_wrist")
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
-
-
 @dataclass
 class MotusRequest(PolicyRequest):
     """A PolicyRequest with the extra inputs of the conditioned modes.
@@ -77,24 +75,6 @@ class MotusRequest(PolicyRequest):
     actions: np.ndarray | None = None
     future_images: Sequence[Mapping[str, np.ndarray]] | None = None
     instruction_embedding: torch.Tensor | np.ndarray | None = None
-
-
-def _dtype(value, device: str) -> torch.dtype:
-    if value is None:
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    if isinstance(value, torch.dtype):
-        return value
-    if str(value) not in _DTYPES:
-        raise PolicyError(f"unknown dtype {value!r}; use one of {sorted(_DTYPES)}")
-    return _DTYPES[str(value)]
-
-
-def _profile(profile):
-    from motus_core.robot_profile import load_profile
-
-    if profile is None or isinstance(profile, (str, Path)):
-        return load_profile(profile or "sim_aloha")
-    return profile
 
 
 class MotusPolicy(Policy):
@@ -414,13 +394,13 @@ def create_random(config: MotusConfig, *, profile=None, seed: int = 0, device: s
     ``options['text_encoder'] is False`` (then instructions must come as embeddings).
     """
     options = dict(options or {})
-    prof = _profile(profile)
+    prof = as_profile(profile)
     cfg = config
     if prof.dof != cfg.action_dim:
         cfg.state_dim = cfg.action_dim = prof.dof
-    dtype = _dtype(options.get("dtype"), device)
+    dtype = resolve_dtype(options.get("dtype"), device)
     model = build_motus_model(cfg, None, device=device, dtype=dtype, seed=seed)
-    vae = build_vae(cfg.vae, None, device=device, dtype=_dtype(options.get("vae_dtype", "float32"), device), seed=seed + 1)
+    vae = build_vae(cfg.vae, None, device=device, dtype=resolve_dtype(options.get("vae_dtype", "float32"), device), seed=seed + 1)
     vlm = VLMFeatures(build_vlm(cfg.vlm, None, device=device, dtype=dtype, seed=seed + 2),
                       TinyPrompt(cfg.vlm, (cfg.video_height, cfg.video_width)))
     encoder = None
@@ -470,10 +450,10 @@ def create(checkpoint_dir, *, device: str = "cpu", profile=None, options: Mappin
         raise PolicyError("the motus policy needs a checkpoint directory")
     base = Path(checkpoint_dir).expanduser()
     meta = {**read_policy_file(base), **dict(options or {})}
-    prof = _profile(profile)
+    prof = as_profile(profile)
     dev = str(device)
-    dtype = _dtype(meta.get("dtype"), dev)
-    vae_dtype = _dtype(meta.get("vae_dtype", "float32"), dev)
+    dtype = resolve_dtype(meta.get("dtype"), dev)
+    vae_dtype = resolve_dtype(meta.get("vae_dtype", "float32"), dev)
     try:
         cfg = MotusConfig.load(resolve(base, meta.get("config", DEFAULT_FILES["config"])))
         model = build_motus_model(cfg, load_weights(resolve(base, meta.get("weights", DEFAULT_FILES["weights"])), dev),
