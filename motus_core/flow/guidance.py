@@ -9,7 +9,12 @@ training-free inpainting: while the robot executes the ``d`` actions that are al
 next chunk is sampled so that it agrees with them. At every step the clean estimate
 ``x0_hat = x_t - t * v`` is pulled towards the target prefix ``Y`` with a soft mask ``W`` by adding the
 vector-Jacobian product ``J^T (W * (Y - x0_hat))`` (``J = d x0_hat / d x_t``) to the velocity, with
-the guidance weight ``min(beta, tau / ((1 - tau) ... ))`` of the paper written in our time convention.
+the guidance weight ``min(beta, (1 - tau) / (tau * r_tau^2))`` of the paper (its time ``tau = 1 - t``
+runs from noise to data; ``r_tau^2 = (1 - tau)^2 / (tau^2 + (1 - tau)^2)``).
+
+Sign check against the paper: its velocity points from noise to data (``v_paper = -v``), its clean
+estimate is ``A + (1 - tau) v_paper = x - t v`` (the same ``x0_hat``) and it adds the guidance term to
+``v_paper``; here it is therefore subtracted from ``v``.
 
 The soft mask: 1 on the first ``d`` actions (they will execute no matter what), an exponential
 decay over the rest of the previous plan, 0 where the previous plan has no actions.
@@ -34,8 +39,10 @@ def prefix_weights(chunk_length: int, delay: int, prefix_length: int, schedule: 
     """
     if chunk_length <= 0:
         raise ValueError("chunk_length must be positive")
-    d = max(0, min(int(delay), chunk_length))
-    p = max(d, min(int(prefix_length), chunk_length))
+    p = max(0, min(int(prefix_length), chunk_length))
+    # Only actions that have a target can be frozen: a delay longer than the prefix would pull the
+    # unknown (zero-padded) tail of the target with weight 1 towards zero.
+    d = max(0, min(int(delay), p))
     w = torch.zeros(chunk_length, dtype=torch.float64)
     w[:d] = 1.0
     if p > d and schedule != "hard":
@@ -51,12 +58,14 @@ def prefix_weights(chunk_length: int, delay: int, prefix_length: int, schedule: 
 
 
 def guidance_weight(t: float, max_guidance: float) -> float:
-    """RTC's ``min(beta, (1 - tau) / (tau * r^2))`` with ``tau = 1 - t`` and ``r^2 = (1-tau)^2 / (tau^2 + (1-tau)^2)``."""
+    """RTC's ``min(beta, (1 - tau) / (tau * r^2))`` with ``tau = 1 - t`` and ``r^2 = (1-tau)^2 / (tau^2 + (1-tau)^2)``.
+
+    The unclipped weight equals ``(tau^2 + (1-tau)^2) / (tau (1-tau))``: at least 2 (at tau = 0.5)
+    and unbounded at both ends, so both ends are clipped to ``max_guidance``.
+    """
     tau = 1.0 - float(t)
-    if tau <= 0.0:
+    if tau <= 0.0 or tau >= 1.0:
         return float(max_guidance)
-    if tau >= 1.0:
-        return 0.0
     r2 = (1.0 - tau) ** 2 / (tau**2 + (1.0 - tau) ** 2)
     return float(min(max_guidance, (1.0 - tau) / (tau * r2)))
 
@@ -87,12 +96,15 @@ def guided_velocity(
     ``target``: (B, K, D) in the model's (normalised) action space, ``weights``: (K,).
     """
     w = weights.to(device=x_t.device, dtype=x_t.dtype)
-    with torch.enable_grad():
-        x = x_t.detach().requires_grad_(True)
+    # The vector-Jacobian product needs autograd even when the caller samples under no_grad or
+    # inference_mode (x_t may then be an inference tensor: clone it into a normal one).
+    with torch.inference_mode(False), torch.enable_grad():
+        x = x_t.detach().clone().requires_grad_(True)
         v, aux = velocity_fn(x)
         x0_hat = x - t * v
-        err = (target.to(x0_hat.dtype) - x0_hat) * w[:, None]
-        (vjp,) = torch.autograd.grad(x0_hat, x, grad_outputs=err.detach())
+        with torch.no_grad():
+            err = ((target.to(x0_hat.dtype) - x0_hat.detach()) * w[:, None]).clone()
+        (vjp,) = torch.autograd.grad(x0_hat, x, grad_outputs=err)
     gw = guidance_weight(t, max_guidance)
     aux = _detach(aux)
     return (v.detach() - gw * vjp.detach()), aux

@@ -1,18 +1,37 @@
-"""Closed-loop part of the graph: policy node (GPU) and chunk executor."""
+"""Closed-loop part of the graph: the policy node (GPU) and the chunk executor.
+
+Topics between them (fixed names, see docs/runtime.md): ``/policy/action_chunk``, ``/policy/status``
+(liveliness heartbeat), ``/policy/predicted_future``, ``/executor/plan`` (chunk request + RTC prefix),
+``/executor/status``. With ``run_time`` > 0 the executor stops the robot after that many seconds,
+prints a summary and exits, which ends the graph (it is then the required node).
+"""
 from __future__ import annotations
 
 from .spec import Argument, NodeSpec
 
 ARGUMENTS = (
-    Argument("policy", "tiny_motus", "policy: tiny_motus, replay, or a checkpoint directory"),
+    Argument("policy", "tiny_motus", "policy: tiny_motus, replay:<file.npy|file.pt|dataset#episode>, or a checkpoint directory"),
+    Argument("policy_options", "", "policy options, space separated key=value (e.g. 'align=state perturb=0.01' for replay)"),
+    Argument("device", "cpu", "policy device (cpu, cuda, cuda:1)"),
     Argument("strategy", "rtc", "chunk execution strategy", choices=("sync", "temporal_ensemble", "rtc")),
     Argument("instruction", "transfer the cube to the other arm", "language instruction"),
-    Argument("run_time", "0", "policy graph: seconds to run before stopping (0 = until interrupted)"),
+    Argument("run_time", "0", "policy graph: seconds of closed-loop control before stopping (0 = until interrupted)"),
+    Argument("command_interface", "auto", "executor output: auto (the profile's first), joint_trajectory, joint_state, follow_joint_trajectory",
+             choices=("auto", "joint_trajectory", "joint_state", "follow_joint_trajectory")),
+    Argument("summary_file", "", "policy graph: the executor writes its run summary (JSON) here"),
 )
 
 
 def policy_nodes(args: dict[str, str]) -> list[NodeSpec]:
+    policy_params = {"policy": args["policy"], "instruction": args["instruction"], "device": args["device"]}
+    options = args.get("policy_options", "").split()
+    if options:
+        policy_params["options"] = options
+    run_time = float(args["run_time"])
+    executor_params = {"strategy": args["strategy"], "run_time": run_time, "command_interface": args["command_interface"]}
+    if args.get("summary_file"):
+        executor_params["summary_file"] = args["summary_file"]
     return [
-        NodeSpec(name="policy", executable="policy_node", parameters=["policy.yaml", {"policy": args["policy"], "instruction": args["instruction"]}]),
-        NodeSpec(name="executor", executable="executor_node", parameters=["executor.yaml", {"strategy": args["strategy"], "run_time": float(args["run_time"])}]),
+        NodeSpec(name="policy", executable="policy_node", parameters=["policy.yaml", policy_params]),
+        NodeSpec(name="executor", executable="executor_node", parameters=["executor.yaml", executor_params], required=run_time > 0),
     ]

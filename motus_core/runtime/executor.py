@@ -1,0 +1,596 @@
+"""The chunk executor: turns a slow chunked policy into a smooth, safe command stream (ROS-free).
+
+The executor runs at the command rate (200 Hz) on the robot's clock. Each ``tick(now)`` returns the
+command (position, velocity, acceleration) for that instant; ``on_chunk`` feeds it a policy chunk;
+``make_request`` says when it wants the next one and with which plan (the RTC prefix).
+
+Life of a command::
+
+    chunk --validate/clamp (safety)--> strategy.merge --> plan (C2 spline through waypoints)
+          --> TransitionTrajectory(command -> plan)     (C2 switch, window sized from the limits)
+          --> watchdog: plan ends before a new chunk?   (StopTrajectory within the acceleration limits)
+          --> CommandGuard                              (per-tick position/velocity/acceleration/step clamps)
+
+States (``motus_msgs/ExecutorStatus`` constants): IDLE (holding the measured pose, no chunk yet),
+FADE_IN (blending from the measured pose into the policy), RUNNING, HOLDING (stopped by the watchdog,
+a rejected chunk or the loss of the policy; resumes with a fade-in on the next valid chunk), ESTOP
+(latched; only ``reset_estop`` leaves it).
+
+Delay: ``d`` is *measured*: the number of actions the executor actually executed between the
+observation a chunk was computed from and the chunk's arrival (time spent holding does not count),
+rounded up because an action already being interpolated towards cannot be changed any more.
+"""
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+from motus_core.policy.base import ActionChunk
+from motus_core.runtime.safety import ChunkValidator, CommandGuard, EStopLatch, JointLimits
+from motus_core.runtime.strategies import STRATEGIES, ChunkPlan, DelayTracker, make_strategy
+from motus_core.runtime.trajectory import (
+    HoldTrajectory,
+    StopTrajectory,
+    TransitionTrajectory,
+    WaypointSpline,
+    blend_duration,
+    stop_profile_duration,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ExecState(IntEnum):
+    IDLE = 0
+    FADE_IN = 1
+    RUNNING = 2
+    HOLDING = 3
+    ESTOP = 4
+
+
+@dataclass
+class ExecutorConfig:
+    """Chunk executor parameters (the executor node declares them as ROS parameters)."""
+
+    strategy: str = field(default="rtc", metadata={"help": "chunk stitching: sync | temporal_ensemble | rtc"})
+    execution_horizon: int = field(default=16, metadata={"help": "rtc: actions executed per chunk (s); a new chunk is requested every s executed actions"})
+    replan_interval: int = field(default=1, metadata={"help": "temporal_ensemble: request a chunk every n executed actions (one request in flight at a time)"})
+    te_decay: float = field(default=0.01, metadata={"help": "temporal_ensemble: k of the ACT weights exp(-k i), i=0 the oldest prediction"})
+    te_max_chunks: int = field(default=8, metadata={"help": "temporal_ensemble: chunks kept for averaging"})
+    te_taper: int = field(default=10, metadata={"help": "temporal_ensemble: actions over which an older chunk's weight fades out before its end (0 = ACT exactly)"})
+    rtc_schedule: str = field(default="exp", metadata={"help": "rtc: soft mask of the executor-side fallback (exp | linear | hard)"})
+    blend_time: float = field(default=0.2, metadata={"help": "s, shortest window of the C2 blend at a chunk switch (longer when the limits need it)"})
+    fade_in_time: float = field(default=1.0, metadata={"help": "s, shortest fade-in from the measured pose when the policy takes over"})
+    max_blend_time: float = field(default=3.0, metadata={"help": "s, longest blend window"})
+    limit_budget: float = field(default=0.8, metadata={"help": "fraction of the velocity/acceleration limits that blends and stops plan with"})
+    delay_window: int = field(default=20, metadata={"help": "measured delays kept for the expected delay"})
+    delay_quantile: float = field(default=0.95, metadata={"help": "quantile of the window used as expected delay"})
+    delay_margin: int = field(default=1, metadata={"help": "actions added to the delay quantile"})
+    initial_delay: int = field(default=3, metadata={"help": "expected delay (actions) before any chunk was measured"})
+    request_timeout: float = field(default=2.0, metadata={"help": "s after which an unanswered chunk request is repeated"})
+    stop_margin: float = field(default=0.02, metadata={"help": "s, the watchdog starts decelerating this much before it must"})
+    range_tolerance: float = field(default=0.05, metadata={"help": "actions this far outside the position limits are clamped; further out the chunk is rejected"})
+    step_tolerance: float = field(default=1.5, metadata={"help": "chunks with a step above max_step * this are rejected as discontinuous"})
+    stop_on_rejected_chunk: bool = field(default=True, metadata={"help": "a rejected chunk (NaN, out of range) stops the robot (resumes on the next valid chunk)"})
+    plan_lookback: int = field(default=6, metadata={"help": "actions of executed history included in the published plan (prefix for an older observation)"})
+    guard_slack: float = field(default=1.02, metadata={"help": "per-tick guard tolerance over the limits (numerical noise)"})
+    max_chunk_age: float = field(default=1.5, metadata={"help": "s, chunks whose observation is older than this at arrival are rejected as stale (not for sync)"})
+    clock_tolerance: float = field(default=0.1, metadata={"help": "s a chunk may be stamped ahead of the executor's clock (clocks of two processes, /clock delivery) before it is rejected"})
+    clock_jump: float = field(default=0.5, metadata={"help": "s, the robot clock moving back (or forward) this much between ticks resets the executor: hold at the next measured pose"})
+    use_urdf: bool = field(default=True, metadata={"help": "tighten the profile's limits with the URDF's"})
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.execution_horizon < 1 or self.replan_interval < 1:
+            raise ValueError("execution_horizon and replan_interval must be >= 1")
+        if not (0 < self.limit_budget <= 1):
+            raise ValueError("limit_budget must be in (0, 1]")
+        if self.blend_time <= 0 or self.fade_in_time <= 0 or self.max_blend_time < max(self.blend_time, self.fade_in_time):
+            raise ValueError("blend_time and fade_in_time must be > 0 and <= max_blend_time")
+
+
+@dataclass
+class Command:
+    stamp: float
+    position: np.ndarray
+    velocity: np.ndarray
+    acceleration: np.ndarray
+    state: ExecState
+    limited: bool = False
+
+
+@dataclass
+class PlanRequest:
+    """What the executor asks the policy for: a chunk continuing ``positions`` (the RTC prefix).
+
+    ``positions[k]`` is the commanded position at ``stamp + (k + 1) * step_period`` (past and
+    future: the first ``plan_lookback`` entries are already executed, so a chunk computed from an
+    observation slightly older than the request can still be given its prefix).
+    """
+
+    request_id: int
+    stamp: float
+    step_period: float
+    positions: np.ndarray
+    expected_delay: int
+    strategy: str
+
+
+@dataclass
+class ChunkResult:
+    accepted: bool
+    reason: str = ""
+    measured_delay: int | None = None
+
+
+class ChunkExecutor:
+    def __init__(self, config: ExecutorConfig, limits: JointLimits):
+        config.validate()
+        self.cfg = config
+        self.limits = limits
+        self.dof = limits.dof
+        self.dt = limits.step_period
+        self.validator = ChunkValidator(limits, config.range_tolerance, config.step_tolerance)
+        self.guard = CommandGuard(limits, config.guard_slack)
+        self.estop_latch = EStopLatch()
+        self.strategy = make_strategy(config.strategy, te_decay=config.te_decay, te_max_chunks=config.te_max_chunks, te_taper=config.te_taper, rtc_schedule=config.rtc_schedule)
+        self.delays = DelayTracker(config.delay_window, config.delay_quantile, config.delay_margin, config.initial_delay)
+        self._a_plan = limits.acceleration * config.limit_budget
+        self.state = ExecState.IDLE
+        self.message = "waiting for the measured joint state"
+        self.enabled = True
+        self.traj = None
+        self.plan: WaypointSpline | None = None
+        self.stop: StopTrajectory | None = None  # active watchdog / e-stop deceleration
+        self._suspended: WaypointSpline | None = None  # plan put aside by policy_lost
+        self.measured: np.ndarray | None = None
+        self.measured_stamp: float | None = None
+        self.last: Command | None = None
+        self._fade_until = -math.inf
+        # executed-time bookkeeping for the measured delay
+        self._exec_time = 0.0
+        self._exec_since = -math.inf  # execution (re)started at this time
+        self._exec_hist_t: deque[float] = deque(maxlen=4000)
+        self._exec_hist_v: deque[float] = deque(maxlen=4000)
+        self._cmd_hist: deque[tuple[float, np.ndarray]] = deque(maxlen=400)
+        # requests
+        self._request_id = 0
+        self._outstanding: float | None = None
+        self._exec_at_request = 0.0
+        self._last_chunk_stamp = -math.inf
+        # counters
+        self.chunks_received = 0
+        self.chunks_rejected = 0
+        self.chunks_ignored = 0
+        self.watchdog_stops = 0
+        self.clock_jumps = 0
+        self.clock_jump_times: deque[tuple[float, float]] = deque(maxlen=100)  # (last tick before, first after)
+        self._fresh_after = -math.inf
+        self.clamped_values = 0
+        self.boundaries: list[float] = []
+        # (time, trajectory before the switch, blend window): what the robot would have done
+        # without the new chunk, for the boundary metrics (bounded: the node keeps the recent ones)
+        self.switches: deque[tuple[float, object, float]] = deque(maxlen=300)
+        self.rejections: deque[str] = deque(maxlen=20)
+
+    # ------------------------------------------------------------------ inputs
+    def on_measured_state(self, stamp: float, position: np.ndarray) -> None:
+        q = np.asarray(position, dtype=np.float64)
+        if q.shape != (self.dof,) or not np.all(np.isfinite(q)):
+            return
+        self.measured = q.copy()
+        self.measured_stamp = float(stamp)
+
+    def set_enabled(self, now: float, enabled: bool, reason: str = "") -> None:
+        if enabled == self.enabled:
+            return
+        self.enabled = enabled
+        if not enabled:
+            self._begin_stop(now, ExecState.HOLDING, reason or "disabled")
+        elif self.state == ExecState.HOLDING:
+            self.message = "enabled: waiting for a chunk"
+
+    def on_chunk(self, chunk: ActionChunk, now: float) -> ChunkResult:
+        if self.state == ExecState.ESTOP:
+            self.chunks_ignored += 1
+            return ChunkResult(False, "e-stop latched: chunk ignored")
+        if not self.enabled:
+            self.chunks_ignored += 1
+            return ChunkResult(False, "executor disabled: chunk ignored")
+        if self.traj is None:
+            self.chunks_ignored += 1
+            return ChunkResult(False, "no measured joint state yet: chunk ignored")
+        why = self.validator.check(chunk)
+        if why is None:
+            age = now - chunk.stamp
+            times = chunk.times()
+            if chunk.stamp > now + self.cfg.clock_tolerance:
+                why = f"chunk stamped {chunk.stamp - now:.3f} s in the future (clock mismatch between policy and executor?)"
+            elif age > self.cfg.max_chunk_age and self.cfg.strategy != "sync":
+                why = f"chunk is stale: its observation is {age:.3f} s old (max {self.cfg.max_chunk_age} s)"
+            elif chunk.stamp < self._last_chunk_stamp - 1e-9:
+                why = "chunk is older than the one being executed (out of order)"
+            elif self.cfg.strategy != "sync" and times[-1] <= now + 2 * self.dt:
+                why = "chunk ends before it can be executed"
+        if why is not None:
+            return self.reject(now, why)
+        actions, clamped = self.validator.clip(chunk.actions)
+        self.clamped_values += clamped
+        delay = self.measured_delay(chunk.stamp, now)
+        self.delays.add(delay)
+        cp = ChunkPlan(times=chunk.times(), actions=actions, stamp=chunk.stamp, step_period=chunk.step_period,
+                       prefix_length=int(chunk.prefix_length), chunk_id=int(chunk.info.get("chunk_id", 0)) if chunk.info else 0)
+        p_now, v_now, a_now = self.traj.evaluate(now)
+        try:
+            times, positions = self.strategy.merge(cp, now, self.plan, delay, p_now)
+            if times.shape[0] < 2:
+                raise ValueError("fewer than two actions left after merging")
+            plan = WaypointSpline(times, np.clip(positions, self.limits.lower, self.limits.upper), max_extrapolation=self.dt)
+        except ValueError as exc:
+            return self.reject(now, f"chunk could not be merged: {exc}")
+        self._suspended = None
+        self._switch_to(plan, now, p_now, v_now, a_now)
+        self._last_chunk_stamp = chunk.stamp
+        self._outstanding = None
+        self.chunks_received += 1
+        self.boundaries.append(now)
+        return ChunkResult(True, measured_delay=delay)
+
+    def reject(self, now: float, why: str) -> ChunkResult:
+        """Count and log a rejected chunk; stop the robot if configured so."""
+        self.chunks_rejected += 1
+        self.rejections.append(why)
+        log.warning("rejected chunk: %s", why)
+        if self.cfg.stop_on_rejected_chunk and self.state in (ExecState.FADE_IN, ExecState.RUNNING):
+            self._begin_stop(now, ExecState.HOLDING, f"stopped: rejected chunk ({why})")
+        return ChunkResult(False, why)
+
+    def _switch_to(self, plan: WaypointSpline, now: float, p: np.ndarray, v: np.ndarray, a: np.ndarray) -> None:
+        pn, vn, _ = plan.evaluate(now)
+        lim = self.limits
+        at_rest = self.state in (ExecState.IDLE, ExecState.HOLDING) or (self.stop is not None and now >= self.stop.end_time)
+        t_min = self.cfg.fade_in_time if self.state in (ExecState.IDLE, ExecState.HOLDING) else self.cfg.blend_time
+        T = blend_duration(pn - p, vn - v, v, a, lim.velocity, lim.acceleration, t_min, self.cfg.max_blend_time, self.cfg.limit_budget)
+        old = self.traj
+        # While moving, a hand-over may not outlast a few blend windows (nor the old plan): the robot
+        # must follow the new chunk, and whatever the window cannot absorb the guard does (counted).
+        t_cap = self.cfg.max_blend_time if at_rest else min(self.cfg.max_blend_time, 2.5 * self.cfg.blend_time)
+        if self.plan is not None and not at_rest:
+            t_cap = max(self.cfg.blend_time, min(t_cap, self.plan.end_time - now))
+        blend = self._fit_blend(old, plan, now, min(T, t_cap), t_cap)
+        T = blend.duration
+        if not (self.plan is not None and self.stop is None and self.state in (ExecState.FADE_IN, ExecState.RUNNING)):
+            self._exec_since = now  # executing from now on (was holding / at rest)
+        self.switches.append((now, old, T))
+        self.traj = blend
+        self.plan = plan
+        self.stop = None
+        if self.state in (ExecState.IDLE, ExecState.HOLDING) or at_rest and self.cfg.strategy != "sync":
+            self.state = ExecState.FADE_IN
+            self._fade_until = now + T
+            self.message = f"fading in over {T:.2f} s"
+        elif self.state != ExecState.FADE_IN:
+            self.state = ExecState.RUNNING
+            self.message = "running"
+
+    def _fit_blend(self, old, new, t0: float, T: float, t_max: float, samples: int = 24) -> TransitionTrajectory:
+        """The shortest transition from ``T`` on whose sampled velocity/acceleration stay within the budget.
+
+        ``blend_duration`` sizes the window from the offsets alone; the motion of the new trajectory
+        during the window adds to it, so the candidate is checked and lengthened when needed.
+        """
+        lim = self.limits
+        v_lim = lim.velocity * self.cfg.limit_budget
+        a_lim = lim.acceleration * self.cfg.limit_budget
+        p0, v0, a0 = old.evaluate(t0)
+        # a motion that already exceeds the budget (e.g. an infeasible plan) may keep its own level
+        v_lim = np.maximum(v_lim, np.abs(v0))
+        a_lim = np.maximum(a_lim, np.abs(a0))
+        blend = TransitionTrajectory.from_state(new, t0, T, p0, v0, a0)
+        while T < t_max:
+            ok = True
+            for u in np.linspace(0.0, 1.0, samples)[1:]:
+                _, v, a = blend.evaluate(t0 + u * T)
+                _, vn, an = new.evaluate(t0 + u * T)
+                if np.any(np.abs(v) > np.maximum(v_lim, np.abs(vn)) * 1.001) or np.any(np.abs(a) > np.maximum(a_lim, np.abs(an)) * 1.001):
+                    ok = False
+                    break
+            if ok:
+                break
+            T = min(T * 1.3, t_max)
+            blend = TransitionTrajectory.from_state(new, t0, T, p0, v0, a0)
+        return blend
+
+    def policy_lost(self, now: float, reason: str = "policy lost") -> None:
+        """The policy stopped (process gone, liveliness lost): stop now instead of finishing the plan.
+
+        The plan is kept aside: if the policy turns out to be alive after all (a liveliness lapse
+        on an overloaded machine, see ``policy_alive``) the robot blends back into it.
+        """
+        if self.state in (ExecState.FADE_IN, ExecState.RUNNING):
+            self.watchdog_stops += 1
+            self._suspended = self.plan
+            self._begin_stop(now, ExecState.HOLDING, f"holding: {reason}")
+        self._outstanding = None
+
+    def policy_alive(self, now: float) -> bool:
+        """The policy is back: resume the plan suspended by ``policy_lost`` if enough of it is left.
+
+        Returns True when it resumed. The hand-over is the usual C2 blend from the decelerating stop.
+        """
+        plan, self._suspended = self._suspended, None
+        if plan is None or self.state != ExecState.HOLDING or self.estop_latch.active or not self.enabled or self.traj is None:
+            return False
+        p, v, a = self.traj.evaluate(now)
+        if now + stop_profile_duration(v, a, self._a_plan) + self.cfg.blend_time + self.cfg.stop_margin >= plan.end_time:
+            return False  # too little of it left: wait for a fresh chunk instead
+        self.state = ExecState.RUNNING
+        self._switch_to(plan, now, p, v, a)
+        self.message = "policy alive again: resumed its plan"
+        return True
+
+    def estop(self, now: float, reason: str = "e-stop requested") -> bool:
+        first = self.estop_latch.trigger(reason)
+        self._suspended = None
+        if self.traj is not None:
+            self._begin_stop(now, ExecState.ESTOP, f"E-STOP latched: {reason}")
+        self.state = ExecState.ESTOP
+        self.message = f"E-STOP latched: {reason} (call reset_estop to resume)"
+        self.strategy.reset()
+        self._outstanding = None
+        return first
+
+    def reset_estop(self, now: float) -> bool:
+        if not self.estop_latch.active:
+            return False
+        self.estop_latch.reset()
+        # Keep commanding where the stop ended (or finish the stop first): the command stream stays
+        # continuous; the next chunk fades in from there.
+        self.state = ExecState.HOLDING
+        self.message = "e-stop reset: waiting for a chunk (will fade in)"
+        self.delays.reset()
+        return True
+
+    def _clock_jumped(self, now: float) -> None:
+        """The robot clock jumped (sim restart, bag loop, a stalled process): forget every plan and
+        time-based record, publish nothing until a joint state from after the jump, then hold there."""
+        before = self.last.stamp if self.last is not None else now
+        log.warning("robot clock jumped from %.3f s to %.3f s: holding at the next measured pose", before, now)
+        self.clock_jumps += 1
+        self.clock_jump_times.append((before, now))
+        self.traj = None
+        self.plan = None
+        self.stop = None
+        self.last = None
+        self.strategy.reset()
+        self.delays.reset()
+        self._exec_hist_t.clear()
+        self._exec_hist_v.clear()
+        self._cmd_hist.clear()
+        self._outstanding = None
+        self._last_chunk_stamp = -math.inf
+        self._fresh_after = now
+        self.guard.p = None
+        self.guard.t = None
+        self.guard.dt = None
+        if self.state != ExecState.ESTOP:
+            self.state = ExecState.HOLDING
+        self.message = f"clock jumped from {before:.3f} s to {now:.3f} s: holding, waiting for a fresh joint state"
+
+    # ------------------------------------------------------------------ stopping
+    def _begin_stop(self, now: float, state: ExecState, message: str) -> None:
+        if self.traj is None:
+            self.state = state
+            self.message = message
+            return
+        # the trajectory is always what was commanded (re-planned after any guard clamp): C2 from here
+        p, v, a = self.traj.evaluate(now)
+        if self.stop is None or now >= self.stop.end_time or self.plan is not None:
+            self.stop = StopTrajectory(now, p, v, a, self._a_plan)
+            self.traj = self.stop
+        self.plan = None
+        self.state = state
+        self.message = message
+        self.strategy.reset()
+
+    def _hold_here(self, now: float) -> None:
+        if self.measured is not None:
+            p = self.measured
+        elif self.last is not None:
+            p = self.last.position
+        else:
+            return
+        p = np.clip(p, self.limits.lower, self.limits.upper)
+        self.traj = HoldTrajectory(p)
+        self.plan = None
+        self.stop = None
+        self.guard.reset(now, p)
+
+    # ------------------------------------------------------------------ the command tick
+    def tick(self, now: float) -> Command | None:
+        if self.last is not None and abs(now - self.last.stamp) > self.cfg.clock_jump:
+            self._clock_jumped(now)
+        if self.traj is None:
+            if self.measured is None or self.measured_stamp is None:
+                return None
+            if not (self._fresh_after - 1e-6 <= self.measured_stamp <= now + self.cfg.clock_jump):
+                return None  # wait for a joint state from after the clock jump
+            self._hold_here(now)
+            if self.state not in (ExecState.HOLDING, ExecState.ESTOP):
+                self.state = ExecState.IDLE
+                self.message = "holding the measured pose: waiting for the first chunk"
+        executing = self.plan is not None and self.stop is None and self.state in (ExecState.FADE_IN, ExecState.RUNNING)
+        if self.last is not None and executing:
+            self._exec_time += max(0.0, now - max(self.last.stamp, self._exec_since))
+        self._exec_hist_t.append(now)
+        self._exec_hist_v.append(self._exec_time)
+        if self.state == ExecState.FADE_IN and now >= self._fade_until:
+            self.state = ExecState.RUNNING
+            self.message = "running"
+        if executing:
+            self._watchdog(now)
+        if isinstance(self.traj, TransitionTrajectory):
+            self.traj = self.traj.settled(now)
+        p, v, a = self.traj.evaluate(now)
+        pc, vc, ac, hit = self.guard.apply(now, p, v, a)
+        if hit:
+            self._reanchor(now, pc, vc, ac)
+        self.last = Command(now, pc, vc, ac, self.state, hit)
+        self._cmd_hist.append((now, pc))
+        return self.last
+
+    def _watchdog(self, now: float) -> None:
+        plan = self.plan
+        assert plan is not None
+        remaining = plan.end_time - now
+        if remaining > self.cfg.max_blend_time + 1.0:
+            return
+        p, v, a = self.traj.evaluate(now)
+        T = stop_profile_duration(v, a, self._a_plan)
+        if now + T + self.cfg.stop_margin < plan.end_time:
+            return
+        if self.cfg.strategy == "sync":
+            # the planned end of a synchronous chunk: come to rest and ask for the next one
+            self.stop = StopTrajectory(now, p, v, a, self._a_plan)
+            self.traj = self.stop
+            self.plan = None
+            self.message = "chunk executed: waiting for the next one"
+            return
+        self.watchdog_stops += 1
+        self._begin_stop(now, ExecState.HOLDING, "holding: no fresh chunk before the committed actions ran out")
+
+    def _reanchor(self, now: float, p: np.ndarray, v: np.ndarray, a: np.ndarray) -> None:
+        """The guard changed the command: plan again from what was really sent."""
+        if self.plan is not None and self.stop is None:
+            target = self.plan
+            pn, vn, _ = target.evaluate(now)
+            T = blend_duration(pn - p, vn - v, v, a, self.limits.velocity, self.limits.acceleration,
+                               self.cfg.blend_time, min(self.cfg.max_blend_time, 2.5 * self.cfg.blend_time), self.cfg.limit_budget)
+            self.traj = TransitionTrajectory.from_state(target, now, T, p, v, a)
+        else:
+            self.stop = StopTrajectory(now, p, v, a, self._a_plan)
+            self.traj = self.stop
+
+    # ------------------------------------------------------------------ delay and requests
+    def executed_time_at(self, t: float) -> float | None:
+        if not self._exec_hist_t or t < self._exec_hist_t[0]:
+            return None
+        i = bisect.bisect_right(self._exec_hist_t, t) - 1
+        return self._exec_hist_v[max(i, 0)]
+
+    def measured_delay(self, obs_stamp: float, now: float) -> int:
+        """Actions executed between the observation and now (rounded up)."""
+        e0 = self.executed_time_at(obs_stamp)
+        executed = (now - obs_stamp) if e0 is None else (self._exec_time - e0)
+        return max(0, int(math.ceil(executed / self.dt - 1e-6)))
+
+    def expected_delay(self) -> int:
+        return self.delays.expected()
+
+    def wants_request(self, now: float) -> bool:
+        if self.state == ExecState.ESTOP or not self.enabled or self.traj is None:
+            return False
+        if self._outstanding is not None and now - self._outstanding < self.cfg.request_timeout:
+            return False
+        if self.plan is None:
+            # idle, holding, or a synchronous chunk finished: ask once at rest (sync) or right away
+            if self.cfg.strategy == "sync" and self.stop is not None and now < self.stop.end_time:
+                return False
+            return True
+        if self.cfg.strategy == "sync":
+            return False
+        executed = (self._exec_time - self._exec_at_request) / self.dt
+        interval = self.cfg.execution_horizon if self.cfg.strategy == "rtc" else self.cfg.replan_interval
+        return executed >= interval - 1e-6
+
+    def make_request(self, now: float) -> PlanRequest:
+        """Register a request and return the plan to send with it."""
+        self._request_id += 1
+        self._outstanding = now
+        self._exec_at_request = self._exec_time
+        return PlanRequest(self._request_id, *self.plan_snapshot(now), expected_delay=self.expected_delay(), strategy=self.cfg.strategy)
+
+    def plan_snapshot(self, now: float) -> tuple[float, float, np.ndarray]:
+        """(stamp, step, positions): executed history then the committed future on a step grid."""
+        if self.plan is None or self.traj is None:
+            return now, self.dt, np.zeros((0, self.dof))
+        start = now - (self.cfg.plan_lookback + 1) * self.dt
+        end = self.plan.end_time
+        n = int(math.floor((end - start) / self.dt + 1e-9))
+        times = start + self.dt * np.arange(1, n + 1)
+        out = np.empty((n, self.dof))
+        hist_t = np.fromiter((h[0] for h in self._cmd_hist), dtype=np.float64, count=len(self._cmd_hist))
+        for i, t in enumerate(times):
+            if t <= now and hist_t.size and t >= hist_t[0]:
+                j = int(np.searchsorted(hist_t, t))
+                j = min(max(j, 1), hist_t.size - 1)
+                t0, p0 = self._cmd_hist[j - 1]
+                t1, p1 = self._cmd_hist[j]
+                w = 0.0 if t1 <= t0 else min(max((t - t0) / (t1 - t0), 0.0), 1.0)
+                out[i] = (1 - w) * p0 + w * p1
+            else:
+                out[i] = self.traj.evaluate(float(t))[0]
+        return start, self.dt, out
+
+    # ------------------------------------------------------------------ output helpers
+    def preview(self, now: float, horizon: float, spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Points for a streamed ``JointTrajectory``: the trajectory over ``horizon`` then a stop.
+
+        The tail decelerates to rest within the limits, so if the executor dies the controller
+        finishes the last message at rest instead of stopping dead or extrapolating.
+        """
+        if self.traj is None or self.last is None:
+            raise RuntimeError("no command yet")
+        n = max(1, int(round(horizon / spacing)))
+        times = [now]
+        pts = [(self.last.position, self.last.velocity, self.last.acceleration)]
+        for i in range(1, n + 1):
+            t = now + spacing * i
+            p, v, a = self.traj.evaluate(t)
+            if self.plan is not None and self.stop is None and t + stop_profile_duration(v, a, self._a_plan) + self.cfg.stop_margin >= self.plan.end_time:
+                break  # the plan ends soon: the watchdog will stop here, so must the preview
+            times.append(t)
+            pts.append((p, v, a))
+        t_end = times[-1]
+        p, v, a = pts[-1]
+        if np.any(np.abs(v) > 1e-9) or np.any(np.abs(a) > 1e-9):
+            stop = StopTrajectory(t_end, p, v, a, self._a_plan)
+            k = max(1, int(math.ceil(stop.duration / spacing)))
+            for i in range(1, k + 1):
+                t = t_end + min(i * spacing, stop.duration)
+                times.append(t)
+                pts.append(stop.evaluate(t))
+        P, V, A = (np.stack(x) for x in zip(*pts))
+        P = np.clip(P, self.limits.lower, self.limits.upper)
+        return np.asarray(times), P, V, A
+
+    def status(self) -> dict:
+        committed = 0
+        if self.plan is not None and self.last is not None:
+            committed = max(0, int(math.floor((self.plan.end_time - self.last.stamp) / self.dt)))
+        return {
+            "state": int(self.state),
+            "state_name": self.state.name,
+            "strategy": self.cfg.strategy,
+            "chunks_received": self.chunks_received,
+            "chunks_rejected": self.chunks_rejected,
+            "chunks_ignored": self.chunks_ignored,
+            "limit_hits": self.guard.hits,
+            "limit_hits_by_kind": dict(self.guard.hits_by_kind),
+            "clamped_values": self.clamped_values,
+            "watchdog_stops": self.watchdog_stops,
+            "clock_jumps": self.clock_jumps,
+            "committed_actions": committed,
+            "measured_delay": self.delays.last or 0,
+            "expected_delay": self.expected_delay(),
+            "delay_stats": self.delays.stats(),
+            "estop": self.estop_latch.active,
+            "message": self.message,
+        }

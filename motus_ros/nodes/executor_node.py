@@ -1,0 +1,502 @@
+"""Chunk executor node: policy chunks in, a smooth and safe command stream out.
+
+Wraps ``motus_core.runtime.executor.ChunkExecutor`` (strategies, C2 blending, watchdog, safety
+layer; see docs/runtime.md). Everything robot-specific comes from the robot profile.
+
+* Command loop at ``command_rate_hz`` (default: the profile's, 200 Hz) on absolute wall-clock
+  deadlines (no drift), stamped with the node clock (sim time with the simulator). The loop thread
+  also serves the node's callbacks between ticks (``run``), so no other Python thread competes for
+  the GIL when a tick is due; ``realtime_priority`` gives it SCHED_FIFO on a real robot PC.
+* Outputs (``command_interface``; ``auto`` = the interface of the profile's first command target):
+  ``joint_trajectory``: ``trajectory_msgs/JointTrajectory`` streamed MPC-style at
+  ``trajectory_rate_hz`` to every joint_trajectory target of the profile; each message holds the
+  next ``trajectory_horizon`` s every ``trajectory_point_period`` s with positions, velocities and
+  accelerations (so the controller interpolates quintically, not linearly), ``header.stamp`` = the
+  time of the first point on the robot's clock, ``time_from_start`` relative to it, and a tail that
+  decelerates to rest (the last point has zero velocity: accepted by a default JTC, and a controller
+  left alone by a dead executor comes to a stop). Set ``interpolate_from_desired_state`` on the JTC.
+  ``joint_state``: ``sensor_msgs/JointState`` position commands at the command rate, one message
+  per target (e.g. per arm for AgileX drivers), all joints named (Piper zeroes missing names) and no
+  velocities unless ``joint_state_velocity`` (Piper reads ``velocity[6]`` as a speed percentage).
+  ``follow_joint_trajectory``: ``control_msgs/FollowJointTrajectory`` goals with the same points,
+  sent to ``<controller>/follow_joint_trajectory`` (each goal preempts the previous one). Needs
+  ``control_msgs``, which is not on PyPI: with a pip-only install the node refuses this interface
+  at start with a clear error.
+* Inputs: the profile's joint-state topics (measured pose for the fade-in), ``chunk_topic``,
+  ``policy_status_topic`` (subscribed with DDS liveliness ``policy_lease``: when the policy process
+  dies the executor stops at once instead of finishing the committed actions).
+* ``/executor/plan``: the request for the next chunk, carrying the committed plan (RTC prefix) and
+  the expected delay; ``~/status`` (``ExecutorStatus``); services ``~/estop`` and ``~/reset_estop``
+  (``std_srvs/Trigger``; the e-stop is latched until reset); ``~/enable`` (``std_srvs/SetBool``).
+* ``run_time`` > 0: after that many seconds of the node clock since the first chunk the robot is
+  stopped, a summary is printed (and written to ``summary_file``) and the node exits with 0.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import motus_ros  # noqa: F401  (DDS environment before rclpy)
+import numpy as np
+import rclpy
+from rclpy.duration import Duration
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, LivelinessPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from motus_core.robot_profile import load_profile
+from motus_core.runtime import metrics
+from motus_core.runtime.executor import ChunkExecutor, ExecutorConfig
+from motus_core.runtime.safety import JointLimits
+from motus_msgs.msg import ActionChunk as ActionChunkMsg
+from motus_msgs.msg import ExecutorStatus, PolicyStatus
+from motus_ros.params import declare_parameters
+from motus_ros.conversions import ConversionError, JointVectorAssembler
+from motus_ros.runtime_msgs import ChunkMessageError, command_targets, joint_state_command, msg_to_chunk, plan_to_msg, trajectory_msg
+
+INTERFACES = ("auto", "joint_trajectory", "joint_state", "follow_joint_trajectory")
+
+
+@dataclass
+class ExecutorNodeParams(ExecutorConfig):
+    robot: str = field(default="sim_aloha", metadata={"help": "robot profile (config/robots/<robot>.yaml): joints, limits, command topics"})
+    command_interface: str = field(default="auto", metadata={"help": "auto | joint_trajectory | joint_state | follow_joint_trajectory"})
+    command_rate_hz: float = field(default=0.0, metadata={"help": "command stream rate (0 = the profile's command_rate_hz)"})
+    trajectory_rate_hz: float = field(default=50.0, metadata={"help": "JointTrajectory / FollowJointTrajectory messages per second"})
+    trajectory_horizon: float = field(default=0.25, metadata={"help": "s of planned motion per trajectory message (then a stop to rest); covers late delivery"})
+    trajectory_point_period: float = field(default=0.02, metadata={"help": "s between trajectory points"})
+    joint_state_velocity: bool = field(default=False, metadata={"help": "also fill JointState.velocity (not for Piper drivers: velocity[6] = speed %)"})
+    chunk_topic: str = field(default="/policy/action_chunk", metadata={"help": "motus_msgs/ActionChunk topic of the policy"})
+    plan_topic: str = field(default="/executor/plan", metadata={"help": "where the plan (chunk request + RTC prefix) is published"})
+    policy_status_topic: str = field(default="/policy/status", metadata={"help": "PolicyStatus topic, watched with DDS liveliness"})
+    policy_lease: float = field(default=0.06, metadata={"help": "s, liveliness lease requested on the policy status (0 = do not watch)"})
+    status_rate_hz: float = field(default=20.0, metadata={"help": "rate of ~/status"})
+    state_timeout: float = field(default=0.5, metadata={"help": "s (node clock) without a joint state before the executor refuses to start moving"})
+    enabled: bool = field(default=True, metadata={"help": "follow the policy from the start (else wait for ~/enable)"})
+    run_time: float = field(default=0.0, metadata={"help": "s of the node clock after the first chunk, then stop, summarise and exit (0 = run until interrupted)"})
+    summary_file: str = field(default="", metadata={"help": "write the run summary (JSON) here when the node stops"})
+    record_file: str = field(default="", metadata={"help": "write the recent command stream (npz: t, position, velocity, acceleration, state, switches, chunks) here when the node stops"})
+    realtime_priority: int = field(default=0, metadata={"help": "SCHED_FIFO priority of the command loop thread (1-99; 0 = normal scheduling; needs CAP_SYS_NICE / rtprio)"})
+    gil_switch_interval: float = field(default=0.0005, metadata={"help": "s, Python's thread switch interval in this process (default 5 ms delays the command loop behind other threads)"})
+
+
+class CommandOutput:
+    """One kind of command message to the robot (per-target publishers)."""
+
+    def __init__(self, node: "ExecutorNode", interface: str):
+        self.node = node
+        self.interface = interface
+        profile = node.profile
+        kind = "joint_trajectory" if interface == "follow_joint_trajectory" else interface
+        self.targets = command_targets(profile, kind)
+        if not self.targets:
+            raise ValueError(f"robot profile {profile.name!r} has no {kind} command target")
+        self.pubs = []
+        self.clients = []
+        if interface == "follow_joint_trajectory":
+            try:
+                from control_msgs.action import FollowJointTrajectory
+            except ImportError as exc:
+                raise ValueError(
+                    "command_interface follow_joint_trajectory needs control_msgs (ros-<distro>-control-msgs), which is "
+                    "not installed here (it is not on PyPI); use joint_trajectory (topic) instead") from exc
+            from rclpy.action import ActionClient
+
+            self._goal_type = FollowJointTrajectory
+            for topic, _, _ in self.targets:
+                action = topic.rsplit("/", 1)[0] + "/follow_joint_trajectory"
+                self.clients.append(ActionClient(node, FollowJointTrajectory, action))
+        else:
+            msg_type = JointTrajectory if interface == "joint_trajectory" else JointState
+            qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+            self.pubs = [node.create_publisher(msg_type, topic, qos) for topic, _, _ in self.targets]
+
+    def publish(self, cmd, preview) -> None:
+        if self.interface == "joint_state":
+            v = cmd.velocity if self.node.params.joint_state_velocity else None
+            for pub, (_, idx, names) in zip(self.pubs, self.targets):
+                pub.publish(joint_state_command(cmd.stamp, cmd.position, v, idx, names))
+            return
+        if preview is None:
+            return
+        times, P, V, A = preview
+        for i, (_, idx, names) in enumerate(self.targets):
+            msg = trajectory_msg(cmd.stamp, times, P, V, A, idx, names)
+            if self.interface == "joint_trajectory":
+                self.pubs[i].publish(msg)
+            else:
+                goal = self._goal_type.Goal()
+                goal.trajectory = msg
+                self.clients[i].send_goal_async(goal)
+
+
+class ExecutorNode(Node):
+    def __init__(self, name: str = "executor", **kwargs):
+        super().__init__(name, **kwargs)
+        self.params = declare_parameters(self, ExecutorNodeParams)
+        p = self.params
+        if p.gil_switch_interval > 0:
+            sys.setswitchinterval(p.gil_switch_interval)
+        if p.command_interface not in INTERFACES:
+            raise ValueError(f"command_interface must be one of {INTERFACES}, got {p.command_interface!r}")
+        self.profile = load_profile(p.robot)
+        core = ExecutorConfig(**{f: getattr(p, f) for f in ExecutorConfig.__dataclass_fields__})
+        self.limits = JointLimits.from_profile(self.profile, use_urdf=p.use_urdf)
+        urdf_joints = [n for n, s in self.limits.sources.items() if s != "profile"]
+        self.get_logger().info(
+            f"Limits: robot profile {self.profile.name!r}" + (f", tightened by the URDF for {len(urdf_joints)} joints" if urdf_joints else ""))
+        self.core = ChunkExecutor(core, self.limits)
+        self.core.enabled = p.enabled
+        self.lock = threading.Lock()
+        interface = p.command_interface
+        if interface == "auto":
+            if not self.profile.commands:
+                raise ValueError(f"robot profile {self.profile.name!r} lists no command targets")
+            interface = self.profile.commands[0].interface
+        self.output = CommandOutput(self, interface)
+        self.rate = p.command_rate_hz or self.profile.command_rate_hz
+        self.get_logger().info(
+            f"Strategy {p.strategy}; commands: {interface} to {[t for t, _, _ in self.output.targets]} at {self.rate:.0f} Hz")
+        # inputs
+        self._joints = JointVectorAssembler(self.profile)
+        self._reported: set[str] = set()
+        joints_qos = QoSProfile(depth=20, reliability=ReliabilityPolicy.BEST_EFFORT)
+        for src in self.profile.state_sources:
+            self.create_subscription(JointState, src.topic, self._state_cb(src.topic), joints_qos)
+        self.create_subscription(ActionChunkMsg, p.chunk_topic, self._on_chunk, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        self._policy_alive = None
+        if p.policy_lease > 0:
+            qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, liveliness=LivelinessPolicy.AUTOMATIC,
+                             liveliness_lease_duration=Duration(seconds=p.policy_lease))
+            self.create_subscription(PolicyStatus, p.policy_status_topic, self._on_policy_status, qos,
+                                     event_callbacks=SubscriptionEventCallbacks(liveliness=self._on_liveliness))
+        # outputs
+        self.plan_pub = self.create_publisher(ActionChunkMsg, p.plan_topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        self.status_pub = self.create_publisher(ExecutorStatus, "~/status", 10)
+        self.create_service(Trigger, "~/estop", self._on_estop)
+        self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)
+        self.create_service(SetBool, "~/enable", self._on_enable)
+        self.create_timer(1.0 / p.status_rate_hz, self._publish_status)
+        # run bookkeeping
+        self.started_at: float | None = None
+        self.finished = threading.Event()
+        self.exit_code = 0
+        self.period_errors: deque[float] = deque(maxlen=20000)
+        self.ticks = 0
+        self.tick_times: deque[float] = deque(maxlen=200)
+        self.tick_compute: deque[float] = deque(maxlen=20000)
+        # recent commands for the summary, in preallocated arrays: no per-tick Python objects that the
+        # garbage collector would have to walk (gen-2 collections over a long history stall the loop)
+        n_hist = int(self.rate * 300)
+        self._hist_t = np.zeros(n_hist)
+        self._hist_p = np.zeros((n_hist, self.profile.dof))
+        self._hist_v = np.zeros((n_hist, self.profile.dof))
+        self._hist_a = np.zeros((n_hist, self.profile.dof))
+        self._hist_s = np.zeros(n_hist, dtype=np.int8)
+        self._hist_n = 0
+        self.chunk_log: deque[tuple[float, float, int, int, float]] = deque(maxlen=5000)  # (arrival, stamp, accepted, delay, latency)
+        self.latencies: deque[float] = deque(maxlen=2000)
+        self._last_chunk_log = 0.0
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ inputs
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _report_once(self, key: str, text: str) -> None:
+        if key not in self._reported:
+            self._reported.add(key)
+            self.get_logger().error(text)
+
+    def _state_cb(self, topic: str):
+        def cb(msg: JointState):
+            try:
+                self._joints.update(topic, msg)
+            except ConversionError as exc:
+                self._report_once(f"{topic}:{tuple(msg.name)}", f"joint states ignored: {exc}")
+                return
+            if self._joints.complete:
+                with self.lock:
+                    self.core.on_measured_state(self._joints.stamp, self._joints.position)
+
+        return cb
+
+    def _on_chunk(self, msg: ActionChunkMsg) -> None:
+        now = self.now()
+        try:
+            chunk = msg_to_chunk(msg, self.profile.joint_names)
+        except ChunkMessageError as exc:
+            with self.lock:
+                res = self.core.reject(now, str(exc))
+            self.get_logger().warn(f"Rejected chunk {msg.chunk_id}: {res.reason}")
+            return
+        with self.lock:
+            res = self.core.on_chunk(chunk, now)
+        self.chunk_log.append((now, chunk.stamp, int(res.accepted), -1 if res.measured_delay is None else int(res.measured_delay), float(msg.inference_latency)))
+        if res.accepted:
+            self.latencies.append(float(msg.inference_latency))
+            if self.started_at is None:
+                self.started_at = now
+                self.get_logger().info(f"First chunk: the policy takes over (fade-in), measured delay {res.measured_delay} actions")
+        else:
+            self.get_logger().warn(f"Rejected chunk {msg.chunk_id} from {msg.model or '?'}: {res.reason}")
+
+    def _on_policy_status(self, msg: PolicyStatus) -> None:
+        if self._policy_alive is None:
+            self._policy_alive = True
+
+    def _on_liveliness(self, info) -> None:
+        alive = info.alive_count > 0
+        if alive == self._policy_alive:
+            return
+        self._policy_alive = alive
+        now = self.now()
+        if not alive:
+            with self.lock:
+                self.core.policy_lost(now, "the policy node stopped asserting liveliness (process gone?)")
+            self.get_logger().error("Policy lost (no liveliness within the lease): holding the robot.")
+        else:
+            with self.lock:
+                resumed = self.core.policy_alive(now)
+            self.get_logger().info("Policy alive" + (" again: resuming its plan." if resumed else "."))
+
+    # ------------------------------------------------------------------ services
+    def _on_estop(self, request, response):
+        with self.lock:
+            first = self.core.estop(self.now(), "~/estop service")
+        self.get_logger().error("E-STOP latched: decelerating to a stop; call ~/reset_estop to resume.")
+        response.success = True
+        response.message = "e-stop latched" if first else "e-stop was already latched"
+        return response
+
+    def _on_reset_estop(self, request, response):
+        with self.lock:
+            was = self.core.reset_estop(self.now())
+        response.success = was
+        response.message = "e-stop reset: the policy takes over again with a fade-in" if was else "e-stop was not latched"
+        if was:
+            self.get_logger().info(response.message)
+        return response
+
+    def _on_enable(self, request, response):
+        with self.lock:
+            self.core.set_enabled(self.now(), bool(request.data), "disabled by ~/enable")
+        response.success = True
+        response.message = "enabled" if request.data else "disabled: stopping and holding"
+        return response
+
+    # ------------------------------------------------------------------ command loop
+    def _set_priority(self) -> None:
+        prio = int(self.params.realtime_priority)
+        if prio <= 0:
+            return
+        try:
+            os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(min(prio, 99)))
+            self.get_logger().info(f"Command loop runs with SCHED_FIFO priority {prio}.")
+        except (PermissionError, OSError, AttributeError) as exc:
+            self.get_logger().warning(f"Could not give the command loop real-time priority {prio} ({exc}); running with normal scheduling.")
+
+    def run(self, executor, until=None) -> None:
+        """The command loop, in the calling thread, which also serves this node's ROS callbacks.
+
+        One thread does everything: no other Python thread can hold the GIL when a tick is due (with a
+        separate spin thread the tick waits for the GIL: p99 period errors of several ms were measured).
+        Callbacks run in the slack between ticks; the last 1.5 ms before a deadline are slept in short
+        steps. ``until()`` returning True ends the loop (as do shutdown and ``stop()``).
+        """
+        self._set_priority()
+        period = 1.0 / self.rate
+        traj_every = max(1, int(round(self.rate / max(self.params.trajectory_rate_hz, 1e-3))))
+        next_t = time.monotonic() + period
+        last_wall = None
+        while not self._stop.is_set() and self.context.ok() and not (until is not None and until()):
+            while True:
+                remaining = next_t - time.monotonic()
+                if remaining <= 0.0015:
+                    break
+                executor.spin_once(timeout_sec=remaining - 0.0015)
+            while time.monotonic() < next_t:
+                time.sleep(0.0002)
+            wall = time.monotonic()
+            if last_wall is not None:
+                self.period_errors.append(abs((wall - last_wall) - period))
+            last_wall = wall
+            if not self.context.ok():
+                break  # shutting down (SIGINT/SIGTERM): nothing can be published any more
+            try:
+                self._tick(traj_every)
+                self.tick_compute.append(time.monotonic() - wall)
+            except Exception as exc:  # noqa: BLE001 - the loop must survive anything; the guard holds the robot
+                if not self.context.ok():
+                    break
+                self.get_logger().error(f"command tick failed: {exc}")
+            next_t += period
+            if next_t < time.monotonic():
+                next_t = time.monotonic() + period  # fell behind (the machine stalled): do not burst
+
+    def _tick(self, traj_every: int) -> None:
+        now = self.now()
+        if now <= 0.0:
+            return  # sim time not received yet
+        with self.lock:
+            cmd = self.core.tick(now)
+            if cmd is None:
+                return
+            preview = None
+            if self.output.interface != "joint_state" and self.ticks % traj_every == 0:
+                preview = self.core.preview(now, self.params.trajectory_horizon, self.params.trajectory_point_period)
+            request = self.core.make_request(now) if self.core.wants_request(now) else None
+        self.ticks += 1
+        self.tick_times.append(time.monotonic())
+        self.output.publish(cmd, preview)
+        i = self._hist_n % self._hist_t.shape[0]
+        self._hist_t[i], self._hist_p[i], self._hist_v[i], self._hist_a[i], self._hist_s[i] = now, cmd.position, cmd.velocity, cmd.acceleration, int(cmd.state)
+        self._hist_n += 1
+        if request is not None:
+            self.plan_pub.publish(plan_to_msg(request, self.profile.joint_names))
+        if self.params.run_time > 0 and self.started_at is not None and now - self.started_at >= self.params.run_time and not self.finished.is_set():
+            with self.lock:
+                self.core.set_enabled(now, False, f"run_time of {self.params.run_time:.0f} s elapsed")
+            self.finished.set()
+
+    def _publish_status(self) -> None:
+        with self.lock:
+            st = self.core.status()
+        msg = ExecutorStatus()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.state = st["state"]
+        msg.strategy = st["strategy"]
+        msg.chunks_received = st["chunks_received"]
+        msg.chunks_rejected = st["chunks_rejected"]
+        msg.limit_hits = st["limit_hits"]
+        msg.committed_actions = st["committed_actions"]
+        msg.measured_delay = st["measured_delay"]
+        msg.command_rate_hz = float(self._command_rate())
+        msg.message = st["message"]
+        self.status_pub.publish(msg)
+
+    def _command_rate(self) -> float:
+        h = self.tick_times
+        if len(h) < 2:
+            return 0.0
+        span = h[-1] - h[0]
+        return (len(h) - 1) / span if span > 0 else 0.0
+
+    # ------------------------------------------------------------------ summary
+    def summary(self) -> dict:
+        with self.lock:
+            st = self.core.status()
+            switches = list(self.core.switches)
+        n = min(self._hist_n, self._hist_t.shape[0])
+        order = (np.arange(n) + (self._hist_n - n)) % self._hist_t.shape[0]
+        out = {"strategy": st["strategy"], "state": st["state_name"], "chunks_received": st["chunks_received"],
+               "chunks_rejected": st["chunks_rejected"], "limit_hits": st["limit_hits"], "limit_hits_by_kind": st["limit_hits_by_kind"],
+               "watchdog_stops": st["watchdog_stops"], "clock_jumps": st["clock_jumps"], "delay_actions": st["delay_stats"], "rejections": list(self.core.rejections)[-5:]}
+        if n > 10:
+            t, P, V = self._hist_t[order], self._hist_p[order], self._hist_v[order]
+            keep = np.concatenate([[True], np.diff(t) > 1e-9])
+            t, P, V = t[keep], P[keep], V[keep]
+            out["command_rate_hz"] = float((len(t) - 1) / (t[-1] - t[0])) if t[-1] > t[0] else 0.0
+            lv = metrics.limit_violations(t, P, self.limits.lower, self.limits.upper, self.limits.velocity, self.limits.acceleration)
+            out["peak_velocity_ratio"] = lv["velocity_ratio"]
+            out["peak_acceleration_ratio"] = lv["acceleration_ratio"]
+            jumps = metrics.switch_velocity_jumps(t, V, [s for s in switches if s[0] >= t[0]])
+            out["boundary_velocity_jump_max"] = float(jumps.max()) if jumps.size else 0.0
+            out["boundary_velocity_jump_mean"] = float(jumps.mean()) if jumps.size else 0.0
+            out["rms_jerk"] = metrics.rms_jerk(t, P)
+        if self.latencies:
+            lat = np.array(self.latencies)
+            out["inference_latency_ms_p50"] = float(np.percentile(lat, 50) * 1000)
+            out["inference_latency_ms_p99"] = float(np.percentile(lat, 99) * 1000)
+        if self.tick_compute:
+            tc = np.array(self.tick_compute)
+            out["command_tick_ms_p50"] = float(np.percentile(tc, 50) * 1000)
+            out["command_tick_ms_p99"] = float(np.percentile(tc, 99) * 1000)
+        if self.period_errors:
+            pe = np.array(self.period_errors)
+            out["command_period_error_ms_p50"] = float(np.percentile(pe, 50) * 1000)
+            out["command_period_error_ms_p99"] = float(np.percentile(pe, 99) * 1000)
+        return out
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def save_record(self, path: str) -> None:
+        """The recent command stream and chunk events, for offline analysis (and the closed-loop tests)."""
+        n = min(self._hist_n, self._hist_t.shape[0])
+        order = (np.arange(n) + (self._hist_n - n)) % self._hist_t.shape[0]
+        with self.lock:
+            switches = np.array([(t, T) for t, _, T in self.core.switches]).reshape(-1, 2)
+            jumps = np.array(list(self.core.clock_jump_times)).reshape(-1, 2)
+            st = self.core.status()
+        np.savez(path, t=self._hist_t[order], position=self._hist_p[order], velocity=self._hist_v[order],
+                 acceleration=self._hist_a[order], state=self._hist_s[order], switches=switches,
+                 chunks=np.array(self.chunk_log).reshape(-1, 5), clock_jumps=jumps, lower=self.limits.lower, upper=self.limits.upper,
+                 velocity_limit=self.limits.velocity, acceleration_limit=self.limits.acceleration,
+                 status=json.dumps(st, default=str))
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"Closed-loop summary ({s['strategy']}): final state {s['state']}",
+             f"  chunks: {s['chunks_received']} executed, {s['chunks_rejected']} rejected; watchdog stops {s['watchdog_stops']}",
+             f"  measured delay (actions): {s['delay_actions']}"]
+    if "command_rate_hz" in s:
+        lines.append(f"  command stream: {s['command_rate_hz']:.1f} Hz, period error p50 {s.get('command_period_error_ms_p50', 0):.2f} ms "
+                     f"p99 {s.get('command_period_error_ms_p99', 0):.2f} ms")
+        lines.append(f"  limits: {s['limit_hits']} clamped ticks {s['limit_hits_by_kind']}; peak velocity {s['peak_velocity_ratio'] * 100:.0f} % "
+                     f"and acceleration {s['peak_acceleration_ratio'] * 100:.0f} % of the limits")
+        lines.append(f"  chunk boundaries: velocity change max {s['boundary_velocity_jump_max']:.3f} mean {s['boundary_velocity_jump_mean']:.3f} "
+                     f"(units/s); RMS jerk {s['rms_jerk']:.1f} units/s^3")
+    if "inference_latency_ms_p50" in s:
+        lines.append(f"  inference latency: p50 {s['inference_latency_ms_p50']:.0f} ms, p99 {s['inference_latency_ms_p99']:.0f} ms")
+    if s.get("rejections"):
+        lines.append(f"  last rejections: {s['rejections']}")
+    return "\n".join(lines)
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = ExecutorNode()
+    except ValueError as exc:
+        print(f"executor_node: {exc}", file=sys.stderr)
+        rclpy.shutdown()
+        return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    gc.freeze()  # start-up objects (modules, messages types, the profile) are never collected: shorter GC passes
+    try:
+        node.run(executor, until=node.finished.is_set)
+        if node.finished.is_set():
+            # let the stop finish (the loop keeps commanding) before summarising
+            deadline = time.monotonic() + 3.0
+            node.run(executor, until=lambda: time.monotonic() > deadline or node.core.stop is None or node.now() >= node.core.stop.end_time)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        summary = node.summary()
+        print(format_summary(summary), flush=True)
+        if node.params.summary_file:
+            Path(node.params.summary_file).write_text(json.dumps(summary, indent=2, default=float))
+        if node.params.record_file:
+            node.save_record(node.params.record_file)
+        executor.shutdown()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

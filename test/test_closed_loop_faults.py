@@ -1,0 +1,265 @@
+"""Faults on the simulated closed loop: each leaves the robot holding still and every node alive.
+
+* the policy process is killed (SIGKILL): the executor holds within 100 ms of sim time (DDS
+  liveliness of the policy status, lease 80 ms, then a stop within the acceleration limits);
+* the policy stalls (the model hangs, the node lives): the watchdog stops before the committed
+  actions run out;
+* a NaN chunk (a rogue publisher): rejected, counted, the robot stops;
+* a camera stops: the synchronizer never feeds a stale snapshot, the policy says which camera, the
+  executor runs out of chunks and holds; the camera comes back and the policy resumes;
+* a time jump (the simulator restarts, /clock starts again from 0): buffers are cleared, the executor
+  holds at the fresh measured pose and takes over again with a fade-in.
+"""
+import json
+import time
+
+import numpy as np
+import pytest
+
+from motus_core.robot_profile import load_profile
+from motus_core.runtime.executor import ExecState
+from motus_core.runtime.offline import synthetic_motion
+from test.closed_loop_helpers import spawned_cleanup  # noqa: F401  (autouse: no node outlives its test)
+from test.closed_loop_helpers import Monitor, check_limits, kill_hard, load_record, start_executor, start_policy, start_sim
+from test.helpers import stop_process
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    import rclpy
+    from rclpy.context import Context
+
+    tmp = tmp_path_factory.mktemp("faults")
+    profile = load_profile("sim_aloha")
+    np.save(tmp / "motion.npy", synthetic_motion(profile, duration=60.0))
+    state = {"tmp": tmp, "profile": profile, "sim": start_sim(), "motion": f"replay:{tmp / 'motion.npy'}"}
+    ctx = Context()
+    rclpy.init(context=ctx)
+    mon = Monitor(ctx, profile)
+    state["monitor"] = mon
+    try:
+        mon.wait(lambda: mon.clock > 0.5 and len(mon.joint_states) > 10, 60, "the simulator", procs=[state["sim"]])
+        yield state
+    finally:
+        mon.close()
+        rclpy.shutdown(context=ctx)
+        stop_process(state["sim"])
+
+
+def running(mon, n_chunks):
+    return lambda: mon.exec_status is not None and mon.exec_status.state == ExecState.RUNNING and mon.exec_status.chunks_received >= n_chunks
+
+
+def holding(mon):
+    return lambda: mon.executor_state() == ExecState.HOLDING
+
+
+def finish(ex, record):
+    alive = ex.poll() is None
+    out = stop_process(ex)
+    assert alive, f"the executor died:\n{out[-3000:]}"
+    assert ex.returncode == 0, out[-3000:]
+    return load_record(record)
+
+
+def assert_still_at_the_end(rec, seconds=0.3):
+    t = rec["t"]
+    last = t >= t[-1] - seconds
+    assert np.all(rec["velocity"][last] == 0.0)
+    assert np.all(rec["position"][last] == rec["position"][last][0])
+    assert np.all(rec["state"][last] == ExecState.HOLDING)
+
+
+def test_killed_policy_holds_within_100ms(env):
+    mon, tmp = env["monitor"], env["tmp"]
+    mon.forget()
+    record = tmp / "killed.npz"
+    policy = start_policy(env["motion"], "options:=[align=time, loop=true]")
+    ex = start_executor("strategy:=rtc", f"record_file:={record}")
+    try:
+        mon.wait(running(mon, 3), 90, "the executor to run the policy", procs=[policy, ex])
+        t_run = mon.clock  # the recording starts at rest: let the motion get going
+        mon.wait(lambda: mon.clock > t_run + 2.5, 30, "the motion to get going", procs=[policy, ex])
+        t_kill = mon.clock  # sim time just before the kill (the monitor's clock can only lag)
+        kill_hard(policy)
+        mon.wait(holding(mon), 10, "the executor to hold", procs=[ex])
+        t0 = mon.clock
+        mon.wait(lambda: mon.clock > t0 + 1.0, 30, "one second of sim time")
+    finally:
+        if policy.poll() is None:
+            stop_process(policy)
+    rec = finish(ex, record)
+    t, states = rec["t"], rec["state"]
+    after = np.nonzero((t >= t_kill) & (states == ExecState.HOLDING))[0]
+    assert after.size
+    delay = t[after[0]] - t_kill
+    print(f"executor holding {delay * 1000:.0f} ms (sim time) after the policy was killed")
+    assert delay <= 0.1, f"holding only {delay * 1000:.0f} ms (sim time) after the kill"
+    assert np.any(np.abs(rec["velocity"][(t >= t_kill - 0.2) & (t < t_kill)]) > 0.01), "it was not moving before the kill"
+    assert_still_at_the_end(rec)
+    check_limits(rec)
+
+
+def test_stalled_policy_holds_and_the_nodes_live(env):
+    mon, tmp = env["monitor"], env["tmp"]
+    mon.forget()
+    record = tmp / "stalled.npz"
+    policy = start_policy(env["motion"], "options:=[align=time, loop=true, stall_after=4]")
+    ex = start_executor("strategy:=rtc", f"record_file:={record}")
+    try:
+        mon.wait(lambda: mon.exec_status is not None and mon.exec_status.chunks_received >= 4, 90, "four chunks", procs=[policy, ex])
+        mon.wait(holding(mon), 20, "the watchdog to hold the robot", procs=[policy, ex])
+        t0 = mon.clock
+        mon.wait(lambda: mon.clock > t0 + 0.5, 30, "half a second of sim time")
+        assert policy.poll() is None, "the stalled policy node died"
+        seen = time.monotonic()
+        stamp = mon.policy_status.header.stamp
+        mon.wait(lambda: mon.policy_status.header.stamp != stamp, 5, "a fresh policy status (the node is alive)")
+        assert time.monotonic() - seen < 5
+    finally:
+        stop_process(policy)
+    rec = finish(ex, record)
+    status = json.loads(str(rec["status"]))
+    assert status["watchdog_stops"] >= 1
+    assert status["chunks_received"] == 4
+    assert_still_at_the_end(rec)
+    check_limits(rec)
+
+
+def test_nan_chunk_is_rejected_and_the_robot_holds(env):
+    from motus_msgs.msg import ActionChunk
+    from motus_ros.conversions import duration_msg, time_msg
+
+    mon, tmp, profile = env["monitor"], env["tmp"], env["profile"]
+    mon.forget()
+    record = tmp / "nan.npz"
+    ex = start_executor("strategy:=rtc", f"record_file:={record}", "stop_on_rejected_chunk:=true")
+
+    def chunk(values, chunk_id):
+        msg = ActionChunk()
+        msg.header.stamp = time_msg(mon.clock)
+        msg.chunk_id = chunk_id
+        msg.joint_names = list(profile.joint_names)
+        msg.step_period = duration_msg(1 / 30)
+        msg.num_steps = values.shape[0]
+        msg.positions = values.reshape(-1).tolist()
+        msg.model = "test"
+        return msg
+
+    try:
+        mon.wait(lambda: mon.exec_status is not None and mon.chunk_pub.get_subscription_count() > 0, 60, "the executor", procs=[ex])
+        q = mon.joint_states[-1][1][:14]
+        ramp = q + np.linspace(0.0, 0.05, 48)[:, None] * np.where(np.arange(14) % 7 == 6, 0.0, 1.0)
+        for k in range(3):
+            mon.chunk_pub.publish(chunk(ramp + 0.01 * k, k + 1))
+            time.sleep(0.3)
+        mon.wait(lambda: mon.exec_status.chunks_received >= 3, 10, "three valid chunks", procs=[ex])
+        bad = ramp.copy()
+        bad[10, 3] = np.nan
+        mon.chunk_pub.publish(chunk(bad, 99))
+        mon.wait(lambda: mon.exec_status.chunks_rejected >= 1, 10, "the NaN chunk to be rejected", procs=[ex])
+        mon.wait(holding(mon), 10, "the executor to hold", procs=[ex])
+        t0 = mon.clock
+        mon.wait(lambda: mon.clock > t0 + 0.5, 30, "half a second of sim time")
+    finally:
+        rec = finish(ex, record)
+    status = json.loads(str(rec["status"]))
+    assert status["chunks_rejected"] == 1 and status["chunks_received"] == 3
+    assert_still_at_the_end(rec)
+    check_limits(rec)
+
+
+def test_camera_that_stops_holds_the_robot_and_its_return_resumes(env):
+    mon, tmp, profile = env["monitor"], env["tmp"], env["profile"]
+    mon.forget()
+    record = tmp / "camera.npz"
+    cam = profile.cameras["left_wrist"].topic
+    relay = "/test_relay/left_wrist"
+    mon.relay_camera("left_wrist", cam, relay)
+    policy = start_policy(env["motion"], "options:=[align=time, loop=true]", remaps=(f"{cam}:={relay}",))
+    ex = start_executor("strategy:=rtc", f"record_file:={record}")
+    try:
+        mon.wait(running(mon, 3), 90, "the executor to run the policy", procs=[policy, ex])
+        mon.relay_enabled["left_wrist"] = False
+        mon.wait(holding(mon), 20, "the executor to hold without the camera", procs=[policy, ex])
+        mon.wait(lambda: "left_wrist" in mon.policy_status.message, 10, "the policy to name the silent camera", procs=[policy])
+        n = mon.exec_status.chunks_received
+        t0 = mon.clock
+        mon.wait(lambda: mon.clock > t0 + 0.5, 30, "half a second of sim time")
+        assert mon.exec_status.chunks_received == n  # no chunk from a stale observation
+        mon.relay_enabled["left_wrist"] = True
+        mon.wait(lambda: mon.exec_status.chunks_received > n + 1, 30, "chunks again once the camera is back", procs=[policy, ex])
+    finally:
+        stop_process(policy)
+    rec = finish(ex, record)
+    check_limits(rec)
+    states = rec["state"]
+    i_hold = np.nonzero(states == ExecState.HOLDING)[0]
+    assert i_hold.size and np.any(states[i_hold[0]:] == ExecState.FADE_IN)  # it took over again after holding
+
+
+def test_time_jump_holds_then_resumes(env):
+    mon, tmp = env["monitor"], env["tmp"]
+    mon.forget()
+    record = tmp / "jump.npz"
+    policy = start_policy(env["motion"], "options:=[align=time, loop=true]")
+    ex = start_executor("strategy:=rtc", f"record_file:={record}")
+    try:
+        mon.wait(running(mon, 3), 90, "the executor to run the policy", procs=[policy, ex])
+        t_before = mon.clock
+        stop_process(env["sim"])  # the simulator restarts: /clock starts again from 0
+        env["sim"] = start_sim()
+        mon.wait(lambda: 0 < mon.clock < t_before - 1.0, 60, "the restarted simulator's clock", procs=[env["sim"]])
+        mon.wait(lambda: "clock jumped" in mon.exec_status.message or mon.exec_status.state == ExecState.FADE_IN, 30,
+                 "the executor to notice the time jump", procs=[ex, policy])
+        mon.wait(lambda: mon.exec_status.state in (ExecState.FADE_IN, ExecState.RUNNING), 60, "the policy to take over again",
+                 procs=[ex, policy, env["sim"]])
+    finally:
+        stop_process(policy)
+    rec = finish(ex, record)
+    status = json.loads(str(rec["status"]))
+    assert status["clock_jumps"] >= 1
+    t = rec["t"]
+    j = int(np.argmax(np.diff(t) < -1.0)) + 1
+    assert t[j] < t[j - 1]
+    # right after the jump: holding still at the fresh measured pose
+    assert rec["state"][j] == ExecState.HOLDING
+    assert np.all(rec["velocity"][j] == 0.0)
+    check_limits(rec)  # on each side of the jump
+
+
+def test_estop_service_is_latched_until_reset(env):
+    from std_srvs.srv import Trigger
+
+    mon, tmp = env["monitor"], env["tmp"]
+    mon.forget()
+    record = tmp / "estop.npz"
+    policy = start_policy(env["motion"], "options:=[align=time, loop=true]")
+    ex = start_executor("strategy:=rtc", f"record_file:={record}")
+
+    def call(name):
+        cli = mon.node.create_client(Trigger, f"/executor/{name}")
+        assert cli.wait_for_service(timeout_sec=10)
+        fut = cli.call_async(Trigger.Request())
+        mon.wait(fut.done, 10, f"/executor/{name}")
+        return fut.result()
+
+    try:
+        mon.wait(running(mon, 3), 90, "the executor to run the policy", procs=[policy, ex])
+        assert call("estop").success
+        mon.wait(lambda: mon.executor_state() == ExecState.ESTOP, 5, "the e-stop state", procs=[ex])
+        n = mon.exec_status.chunks_received
+        t0 = mon.clock
+        mon.wait(lambda: mon.clock > t0 + 1.0, 30, "one second of sim time")
+        assert mon.executor_state() == ExecState.ESTOP and mon.exec_status.chunks_received == n  # latched: chunks ignored
+        t_reset = mon.clock
+        assert call("reset_estop").success
+        mon.wait(lambda: mon.exec_status.chunks_received > n and mon.executor_state() in (ExecState.FADE_IN, ExecState.RUNNING), 30,
+                 "the policy to take over after the reset", procs=[policy, ex])
+    finally:
+        stop_process(policy)
+    rec = finish(ex, record)
+    t, states = rec["t"], rec["state"]
+    latched = (states == ExecState.ESTOP) & (t > t0) & (t < t_reset)
+    assert latched.any() and np.all(rec["velocity"][latched] == 0.0)
+    check_limits(rec)

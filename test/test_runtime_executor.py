@@ -1,0 +1,456 @@
+"""Chunk executor (motus_core.runtime.executor): strategies, RTC delay, watchdog, e-stop, safety.
+
+Closed loops run on a simulated clock without ROS (motus_core.runtime.offline): an ideal robot, the
+replay policy (or a prefix-honouring test policy), chunks delivered after an injected delay.
+Thresholds (documented in docs/runtime.md): at a chunk boundary the commanded stream may deviate
+from its own second-order extrapolation by at most 1e-3 rad in position, 0.05 rad/s in velocity and
+a quarter of the joint's acceleration limit in acceleration per 5 ms tick.
+"""
+import numpy as np
+import pytest
+
+from motus_core.policy.base import ActionChunk, Observation, Policy, PolicyRequest
+from motus_core.policy.replay import ReplayPolicy, create as create_replay, load_trajectory
+from motus_core.robot_profile import load_profile
+from motus_core.runtime import metrics
+from motus_core.runtime.executor import ChunkExecutor, ExecState, ExecutorConfig
+from motus_core.runtime.offline import run_closed_loop, synthetic_motion
+from motus_core.runtime.prefix import prefix_for_observation
+from motus_core.runtime.safety import ChunkValidator, CommandGuard, EStopLatch, JointLimits, urdf_joint_limits
+from motus_core.runtime.strategies import DelayTracker, RTCStrategy, TemporalEnsembleStrategy, ChunkPlan
+from motus_core.flow.guidance import prefix_weights
+
+DELAY = 0.3  # s = 9 actions at 30 Hz = 60 command ticks at 200 Hz
+BOUNDARY_LIMITS = {"position": 1e-3, "velocity": 0.05}
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return load_profile("sim_aloha")
+
+
+@pytest.fixture(scope="module")
+def limits(profile):
+    return JointLimits.from_profile(profile, use_urdf=False)
+
+
+@pytest.fixture(scope="module")
+def motion(profile):
+    return synthetic_motion(profile, duration=12.0)
+
+
+def assert_within_limits(run, limits, slack=1.021):
+    v = metrics.limit_violations(run.times, run.positions, limits.lower, limits.upper, limits.velocity, limits.acceleration)
+    assert v["position_excess"] <= 1e-9
+    assert v["velocity_ratio"] <= slack, v
+    assert v["acceleration_ratio"] <= slack, v
+
+
+def assert_smooth_boundaries(run, limits):
+    worst = metrics.step_discontinuities(run.times, run.positions, run.velocities, run.accelerations, run.boundaries,
+                                         acc_scale=limits.acceleration)
+    assert worst["position"] < BOUNDARY_LIMITS["position"], worst
+    assert worst["velocity"] < BOUNDARY_LIMITS["velocity"], worst
+    assert worst["acceleration"] < 0.25, worst  # of each joint's acceleration limit
+
+
+@pytest.mark.parametrize("strategy", ["sync", "temporal_ensemble", "rtc"])
+def test_strategy_closed_loop_is_smooth_and_within_limits(strategy, limits, motion):
+    policy = ReplayPolicy(motion, align="state", perturb=0.01, seed=3)
+    ex = ChunkExecutor(ExecutorConfig(strategy=strategy), limits)
+    run = run_closed_loop(policy, ex, duration=6.0, initial_state=motion[0], inference_delay=DELAY)
+    assert ex.chunks_received >= {"sync": 3, "temporal_ensemble": 15, "rtc": 10}[strategy]
+    assert ex.chunks_rejected == 0 and ex.watchdog_stops == 0
+    assert_within_limits(run, limits)
+    assert_smooth_boundaries(run, limits)
+    # the robot followed the recording (it is not just standing still)
+    assert np.ptp(run.positions[:, 0]) > 0.1
+    if strategy == "sync":
+        # synchronous: at rest whenever a chunk arrives (it waited for it)
+        for b in run.boundaries[1:]:
+            i = int(np.searchsorted(run.times, b)) - 1
+            assert np.max(np.abs(run.velocities[i])) < 1e-9
+    else:
+        # the delay is measured in executed actions: 0.3 s = 9 actions, after the first chunk
+        assert set(run.delays[1:]) == {9}
+
+
+def test_rtc_and_te_hand_over_more_smoothly_than_sync(limits, motion):
+    jumps = {}
+    for strategy in ("sync", "temporal_ensemble", "rtc"):
+        policy = ReplayPolicy(motion, align="state", perturb=0.01, seed=3)
+        ex = ChunkExecutor(ExecutorConfig(strategy=strategy), limits)
+        run = run_closed_loop(policy, ex, duration=10.0, initial_state=motion[0], inference_delay=DELAY)
+        sw = [s for s in ex.switches if s[0] > 4.0]
+        jumps[strategy] = metrics.switch_velocity_jumps(run.times, run.velocities, sw).max()
+    assert jumps["rtc"] < 0.5 * jumps["sync"]
+    assert jumps["temporal_ensemble"] < 0.5 * jumps["sync"]
+
+
+class ContinuationPolicy(Policy):
+    """Test policy that honours the RTC prefix exactly and continues the recording after it."""
+
+    name = "continuation"
+    supports_prefix = True
+    dof = 14
+    chunk_length = 48
+
+    def __init__(self, recording):
+        self.recording = recording
+        self.requests = []
+
+    def predict(self, request):
+        self.check_request(request)
+        self.requests.append(request)
+        i = int(round(request.observation.stamp * 30))
+        idx = np.clip(i + 1 + np.arange(self.chunk_length), 0, len(self.recording) - 1)
+        actions = self.recording[idx].copy()
+        m = 0 if request.prefix is None else request.prefix.shape[0]
+        if m:
+            # continue from the prefix: keep it, then the recording shifted to start where it ends
+            actions[:m] = request.prefix
+            actions[m:] += request.prefix[-1] - self.recording[idx[m - 1]]
+        return ActionChunk(actions=actions, step_period=1 / 30, stamp=request.observation.stamp,
+                           prefix_length=min(request.expected_delay, m), model=self.name)
+
+
+def test_rtc_prefix_is_what_executes_during_inference(limits, motion):
+    policy = ContinuationPolicy(motion)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc", execution_horizon=16), limits)
+    run = run_closed_loop(policy, ex, duration=5.0, initial_state=motion[0], inference_delay=DELAY)
+    with_prefix = [r for r in policy.requests if r.prefix is not None]
+    assert len(with_prefix) >= 5
+    # expected delay: measured 9 (first measurement skipped as cold start) + 1 margin
+    assert with_prefix[-1].expected_delay == 10
+    for req in with_prefix[2:]:
+        t_obs = req.observation.stamp
+        # the committed actions (on the new chunk's grid) are what the robot was commanded at those times
+        for k in range(9):
+            t = t_obs + (k + 1) / 30
+            executed = np.array([np.interp(t, run.times, run.positions[:, j]) for j in range(14)])
+            np.testing.assert_allclose(req.prefix[k], executed, atol=2e-5)
+    assert_within_limits(run, limits)
+    assert_smooth_boundaries(run, limits)
+
+
+def test_prefix_resampling():
+    plan = np.arange(10, dtype=float)[:, None] * np.ones((1, 2))  # value j at stamp + (j+1) * 0.1
+    pre = prefix_for_observation(1.0, 0.1, plan, obs_stamp=1.25, step_period=0.1, chunk_length=20)
+    # chunk step k targets 1.35 + 0.1 k; plan value j sits at 1.1 + 0.1 j  ->  j = 2.5 + k
+    np.testing.assert_allclose(pre[:, 0], 2.5 + np.arange(pre.shape[0]))
+    assert pre.shape[0] == 7  # up to the plan's end at 2.0 (1.35 + 0.1 * 6)
+    assert prefix_for_observation(1.0, 0.1, plan, obs_stamp=0.5, step_period=0.1, chunk_length=20) is None
+    assert prefix_for_observation(1.0, 0.1, np.zeros((0, 2)), 1.2, 0.1, 20) is None
+
+
+def test_delay_tracker_skips_cold_start_and_uses_a_quantile():
+    d = DelayTracker(window=5, quantile=0.95, margin=1, initial=3)
+    assert d.expected() == 4
+    d.add(30)  # cold start
+    assert d.expected() == 31  # only the cold start seen so far: better than nothing
+    for x in (5, 6, 5, 7, 6):
+        d.add(x)
+    assert d.expected() == 8
+    for x in (4, 4, 4, 4, 4):
+        d.add(x)
+    assert d.expected() == 5  # the window forgot the older, longer delays
+
+
+def test_measured_delay_ignores_time_spent_holding(limits, motion):
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    ex.on_measured_state(0.0, motion[0])
+    for i in range(40):
+        ex.tick(i * 0.005)
+    # holding (no plan): 0.2 s pass but nothing is executed
+    assert ex.measured_delay(0.0, 0.195) == 0
+    chunk = ActionChunk(actions=motion[1:49], step_period=1 / 30, stamp=0.19)
+    assert ex.on_chunk(chunk, 0.2).accepted
+    for i in range(41, 101):
+        ex.tick(i * 0.005)
+    assert ex.measured_delay(0.2, 0.5) == 9  # 0.3 s executed
+    assert ex.measured_delay(0.1, 0.5) == 9  # the time before the chunk does not count
+
+
+def test_watchdog_stops_before_the_committed_actions_run_out(limits, motion):
+    policy = ReplayPolicy(motion, align="state")
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    # the policy answers three requests, then never again (a stalled model)
+    run = run_closed_loop(policy, ex, duration=5.0, initial_state=motion[0],
+                          inference_delay=lambda n: DELAY if n < 3 else 1e9)
+    assert ex.state == ExecState.HOLDING and ex.watchdog_stops == 1
+    last_plan_end = ex.switches[-1][0] + 0  # switch time of the last chunk
+    rest = np.nonzero(np.all(np.abs(run.velocities) < 1e-12, axis=1) & (run.times > last_plan_end))[0]
+    assert rest.size, "the robot never came to rest"
+    t_rest = run.times[rest[0]]
+    # at rest no later than the last committed action (its observation + 48 actions)
+    last_obs = run.boundaries[-1] - DELAY
+    assert t_rest <= last_obs + 48 / 30 + 1e-9
+    assert np.all(run.positions[-1] == run.positions[-20])
+    assert_within_limits(run, limits)
+
+
+def nan_chunk(stamp):
+    a = np.zeros((48, 14))
+    a[5, 3] = np.nan
+    return ActionChunk(actions=a, step_period=1 / 30, stamp=stamp)
+
+
+def test_nan_chunk_is_rejected_and_the_robot_holds_then_resumes(limits, motion):
+    policy = ReplayPolicy(motion, align="state")
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    events = {1.5: lambda e, now: e.on_chunk(nan_chunk(now - 0.05), now)}
+    run = run_closed_loop(policy, ex, duration=2.4, initial_state=motion[0], inference_delay=DELAY, events=events)
+    assert ex.chunks_rejected == 1
+    assert "non-finite" in ex.rejections[-1]
+    # it stopped at once, then a valid chunk brought it back with a fade-in
+    i = int(np.searchsorted(run.times, 1.5))
+    assert run.states[i] == ExecState.HOLDING
+    assert ExecState.FADE_IN in set(run.states[i:].tolist())
+    assert_within_limits(run, limits)
+
+
+def test_policy_loss_stops_the_robot(limits, motion):
+    policy = ReplayPolicy(motion, align="state")
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    events = {2.0: lambda e, now: e.policy_lost(now, "policy process gone")}
+    run = run_closed_loop(policy, ex, duration=2.5, initial_state=motion[0],
+                          inference_delay=lambda n: DELAY if n < 3 else 1e9, events=events)
+    i = int(np.searchsorted(run.times, 2.0))
+    assert np.max(np.abs(run.velocities[i - 1])) > 0.05  # it was moving
+    assert all(s == ExecState.HOLDING for s in run.states[i:])
+    stop_time = run.times[i + np.argmax(np.all(run.velocities[i:] == 0, axis=1))] - 2.0
+    # stops as fast as the acceleration budget allows: v/a * 1.5 for the fastest joint, plus one tick
+    v0 = np.abs(run.velocities[i - 1])
+    assert stop_time <= float(np.max(1.5 * v0 / (0.8 * limits.acceleration))) * 1.2 + 0.01
+    assert_within_limits(run, limits)
+
+
+def test_estop_is_latched_until_reset(limits, motion):
+    policy = ReplayPolicy(motion, align="state")
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    events = {1.5: lambda e, now: e.estop(now, "test"), 2.5: lambda e, now: e.reset_estop(now)}
+    run = run_closed_loop(policy, ex, duration=3.5, initial_state=motion[0], inference_delay=DELAY, events=events)
+    a, b = np.searchsorted(run.times, [1.5, 2.5])
+    assert all(s == ExecState.ESTOP for s in run.states[a:b])
+    # no chunk was accepted while latched; motion stopped and stayed stopped
+    assert not any(1.5 <= t < 2.5 for t in run.boundaries)
+    assert np.all(run.velocities[b - 5:b] == 0)
+    assert ex.estop_latch.count == 1 and not ex.estop_latch.active
+    # after the reset the policy takes over again with a fade-in
+    assert ExecState.FADE_IN in set(run.states[b:].tolist())
+    assert_within_limits(run, limits)
+
+
+def test_fade_in_from_a_distant_measured_pose(limits, motion, profile):
+    start = motion[0] + np.where(np.arange(14) % 7 == 6, 0.0, 0.4)  # 0.4 rad away on every arm joint
+    policy = ReplayPolicy(motion, align="time")
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    run = run_closed_loop(policy, ex, duration=3.0, initial_state=start, inference_delay=0.1)
+    np.testing.assert_allclose(run.positions[0], start)  # the first command is the measured pose
+    assert run.states[0] == ExecState.IDLE
+    assert ExecState.FADE_IN in set(run.states.tolist())
+    assert_within_limits(run, limits)
+    assert ex.guard.hits == 0  # the fade-in itself respects the limits (the guard never had to act)
+
+
+def test_te_average_matches_act_weights():
+    te = TemporalEnsembleStrategy(decay=0.5, taper=0)
+    times = 1.0 + np.arange(1, 11) / 30
+    a = ChunkPlan(times=times, actions=np.zeros((10, 2)), stamp=1.0, step_period=1 / 30)
+    b = ChunkPlan(times=times + 2 / 30, actions=np.ones((10, 2)), stamp=1 + 2 / 30, step_period=1 / 30)
+    te.merge(a, 1.0, None, 0, np.zeros(2))
+    t, p = te.merge(b, 1.0 + 2 / 30, None, 0, np.zeros(2))
+    w_old, w_new = 1.0, np.exp(-0.5)  # ACT: the oldest prediction gets exp(-k*0)
+    overlap = t <= times[-1] + 1e-9
+    np.testing.assert_allclose(p[overlap], w_new / (w_old + w_new))
+    np.testing.assert_allclose(p[~overlap], 1.0)
+
+
+def test_rtc_fallback_applies_the_soft_mask(limits):
+    from motus_core.runtime.trajectory import WaypointSpline
+
+    old_times = np.arange(0, 60) / 30
+    old = WaypointSpline(old_times, np.zeros((60, 2)))
+    times = 0.5 + np.arange(1, 49) / 30
+    chunk = ChunkPlan(times=times, actions=np.ones((48, 2)), stamp=0.5, step_period=1 / 30, prefix_length=0)
+    t, p = RTCStrategy().merge(chunk, 0.5 + 3 / 30 + 1e-6, old, 3, np.zeros(2))
+    overlap = int(np.count_nonzero(times <= old_times[-1] + 1e-9))
+    w = prefix_weights(48, 3, overlap).numpy()
+    expected = (1 - w)[times > 0.5 + 3 / 30 + 1e-6 - 1 / 30]
+    np.testing.assert_allclose(p[:, 0], expected, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------ safety
+
+
+def test_limits_take_the_tighter_of_profile_and_urdf(profile, tmp_path):
+    urdf = tmp_path / "robot.urdf"
+    urdf.write_text(
+        """<robot name="r"><link name="a"/><link name="b"/><link name="c"/>
+        <joint name="left_waist" type="revolute"><parent link="a"/><child link="b"/><axis xyz="0 0 1"/>
+          <limit lower="-1.0" upper="5.0" velocity="1.5" effort="1"/></joint>
+        <joint name="left_left_finger" type="prismatic"><parent link="b"/><child link="c"/><axis xyz="1 0 0"/>
+          <limit lower="0.0" upper="0.04" velocity="0.5" effort="1"/></joint>
+        </robot>"""
+    )
+    lim = JointLimits.from_profile(profile, urdf_path=urdf)
+    i = profile.index_of("left_waist")
+    assert lim.lower[i] == -1.0  # URDF tighter
+    assert lim.upper[i] == pytest.approx(profile.position_upper[i])  # profile tighter
+    assert lim.velocity[i] == 1.5
+    assert lim.sources["left_waist"] == "urdf"
+    g = profile.index_of("left_gripper")  # not in the URDF under that name: profile limits
+    assert lim.upper[g] == profile.position_upper[g] and lim.sources["left_gripper"] == "profile"
+    assert "left_left_finger" in urdf_joint_limits(urdf)
+
+
+def test_chunk_validator(limits):
+    v = ChunkValidator(limits, range_tolerance=0.05, step_tolerance=1.5)
+    ok = np.tile(np.asarray(limits.lower) + 0.5 * (limits.upper - limits.lower), (48, 1))
+    assert v.check(ActionChunk(ok, 1 / 30, 0.0)) is None
+    assert "non-finite" in v.check(nan_chunk(0.0))
+    inf = ok.copy()
+    inf[0, 0] = np.inf
+    assert "non-finite" in v.check(ActionChunk(inf, 1 / 30, 0.0))
+    far = ok.copy()
+    far[10, 2] = limits.upper[2] + 0.2
+    assert "outside" in v.check(ActionChunk(far, 1 / 30, 0.0))
+    near = ok.copy()
+    near[:, 6] = limits.upper[6] + 0.01  # slightly out: accepted, then clamped
+    assert v.check(ActionChunk(near, 1 / 30, 0.0)) is None
+    clipped, n = v.clip(near)
+    assert n == 48 and np.all(clipped[:, 6] == limits.upper[6])
+    jump = ok.copy()
+    jump[20:, 1] += 0.5  # a step far above max_step
+    assert "per-step" in v.check(ActionChunk(jump, 1 / 30, 0.0))
+    assert "shape" in v.check(ActionChunk(ok[:, :5], 1 / 30, 0.0))
+
+
+def test_command_guard_limits_every_tick(limits):
+    g = CommandGuard(limits, slack=1.0)
+    p0 = np.asarray(limits.lower) + 0.5 * (limits.upper - limits.lower)
+    g.reset(0.0, p0)
+    target = p0 + 1.0  # a step of 1 rad: far beyond what one tick allows
+    prev_p, prev_v = p0, np.zeros(14)
+    hits = 0
+    goal = np.clip(target, limits.lower, limits.upper)
+    for i in range(1, 400):
+        t = i * 0.005
+        p, v, a, hit = g.apply(t, target, np.zeros(14), np.zeros(14))
+        hits += hit
+        v_fd = (p - prev_p) / 0.005
+        assert np.all(np.abs(v_fd) <= g.v_max + 1e-9)
+        assert np.all(np.abs(v_fd - prev_v) <= g.a_max * 0.005 + 1e-9)
+        assert np.all(p <= limits.upper + 1e-12) and np.all(p >= limits.lower - 1e-12)
+        # never beyond the (reachable) target: the guard brakes in time
+        assert np.all(p <= goal + 1e-9)
+        prev_p, prev_v = p, v_fd
+    assert hits > 0 and g.hits == hits
+    np.testing.assert_allclose(p, goal, atol=1e-9)  # and it gets there
+
+
+def test_estop_latch():
+    e = EStopLatch()
+    assert e.trigger("a") and not e.trigger("b")
+    assert e.active and e.count == 1
+    assert e.reset() and not e.active and not e.reset()
+
+
+def test_preview_ends_at_rest(limits, motion):
+    policy = ReplayPolicy(motion, align="state")
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    run_closed_loop(policy, ex, duration=2.0, initial_state=motion[0], inference_delay=DELAY)
+    t, P, V, A = ex.preview(ex.last.stamp, horizon=0.1, spacing=0.01)
+    assert t[0] == ex.last.stamp and np.all(np.diff(t) > 0)
+    np.testing.assert_allclose(P[0], ex.last.position)
+    assert np.max(np.abs(V[1])) > 0.01  # moving ...
+    assert np.all(V[-1] == 0) and np.all(A[-1] == 0)  # ... and the message ends at rest
+    assert np.all(np.abs(A) <= 0.8 * limits.acceleration * 1.001 + np.abs(A[:1]))
+
+
+# ------------------------------------------------------------------------------------------ replay
+
+
+def test_replay_policy_time_and_state_alignment(tmp_path, profile, motion):
+    np.save(tmp_path / "traj.npy", motion)
+    pol = create_replay(str(tmp_path / "traj.npy"), profile=profile, options={"chunk_length": 10})
+    obs = Observation(images={}, state=motion[0], stamp=5.0)
+    c0 = pol.predict(PolicyRequest(obs))
+    np.testing.assert_allclose(c0.actions, motion[1:11])  # first observation: t0
+    c1 = pol.predict(PolicyRequest(Observation({}, motion[0], 5.0 + 2.5 / 30)))
+    np.testing.assert_allclose(c1.actions[0], 0.5 * (motion[3] + motion[4]))  # fractional index 2.5
+    assert c1.stamp == pytest.approx(5.0 + 2.5 / 30) and c1.step_period == pytest.approx(1 / 30)
+    # deterministic
+    pol.reset()
+    np.testing.assert_allclose(pol.predict(PolicyRequest(obs)).actions, c0.actions)
+    # state alignment follows the robot
+    st = ReplayPolicy(motion, chunk_length=5, align="state")
+    c = st.predict(PolicyRequest(Observation({}, motion[100], 0.0)))
+    np.testing.assert_allclose(c.actions, motion[101:106])
+    # perturbation is deterministic per index
+    pa = ReplayPolicy(motion, chunk_length=5, align="state", perturb=0.05, seed=1)
+    pb = ReplayPolicy(motion, chunk_length=5, align="state", perturb=0.05, seed=1)
+    ra = pa.predict(PolicyRequest(Observation({}, motion[50], 0.0))).actions
+    np.testing.assert_allclose(ra, pb.predict(PolicyRequest(Observation({}, motion[50], 0.0))).actions)
+    assert np.max(np.abs(ra - motion[51:56])) > 1e-3
+    # past the end the last pose repeats
+    end = ReplayPolicy(motion[:20], chunk_length=5, align="state").predict(PolicyRequest(Observation({}, motion[19], 0.0)))
+    np.testing.assert_allclose(end.actions, np.tile(motion[19], (5, 1)))
+
+
+def test_replay_sources(tmp_path, profile, motion):
+    import torch
+
+    from motus_core.policy.base import PolicyError
+
+    torch.save(torch.from_numpy(motion).float(), tmp_path / "q.pt")
+    assert load_trajectory(tmp_path / "q.pt").shape == motion.shape
+    task = tmp_path / "ds" / "task_a"
+    for d in ("videos", "qpos", "instructions"):
+        (task / d).mkdir(parents=True)
+    torch.save(torch.from_numpy(motion[:50]).float(), task / "qpos" / "0.pt")
+    (task / "videos" / "0.mp4").write_bytes(b"")
+    assert load_trajectory(f"{tmp_path / 'ds'}#0").shape == (50, 14)
+    assert load_trajectory(f"{tmp_path / 'ds'}#task_a/0").shape == (50, 14)
+    with pytest.raises(PolicyError):
+        load_trajectory(f"{tmp_path / 'ds'}#7")
+    with pytest.raises(PolicyError):
+        create_replay(str(tmp_path / "missing.npy"), profile=profile)
+    np.save(tmp_path / "bad.npy", np.zeros((10, 3)))
+    with pytest.raises(PolicyError, match="joints"):
+        create_replay(str(tmp_path / "bad.npy"), profile=profile)
+    with pytest.raises(PolicyError, match="unknown options"):
+        create_replay(str(tmp_path / "q.pt"), profile=profile, options={"speeed": 2})
+
+
+def test_clock_jump_back_holds_at_a_fresh_pose_then_resumes(limits, motion):
+    policy = ReplayPolicy(motion, align="state")
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    # the robot clock restarts at 0.2 s after 2.5 s (a simulator restart)
+    clock = lambda i: i * 0.005 if i < 500 else 0.2 + (i - 500) * 0.005  # noqa: E731
+    run = run_closed_loop(policy, ex, duration=5.0, initial_state=motion[0], inference_delay=DELAY, clock=clock)
+    assert ex.clock_jumps == 1
+    j = int(np.argmax(np.diff(run.times) < 0)) + 1  # first command after the jump
+    assert run.states[j] == ExecState.HOLDING
+    # the first command after the jump is the measured pose (here: the last command), at rest
+    np.testing.assert_allclose(run.positions[j], run.positions[j - 1])
+    assert np.all(run.velocities[j] == 0)
+    # and the policy takes over again, with a fade-in, in the new time base
+    assert ExecState.FADE_IN in set(run.states[j:].tolist())
+    after = slice(j, None)
+    v = metrics.limit_violations(run.times[after], run.positions[after], limits.lower, limits.upper, limits.velocity, limits.acceleration)
+    assert v["velocity_ratio"] <= 1.021 and v["acceleration_ratio"] <= 1.021
+
+
+def test_a_liveliness_lapse_only_slows_the_robot_down(limits, motion):
+    """policy_lost followed quickly by policy_alive (an overloaded machine): the plan resumes, C2."""
+    policy = ReplayPolicy(motion, align="time")
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    events = {2.0: lambda e, now: e.policy_lost(now, "lapse"), 2.04: lambda e, now: e.policy_alive(now)}
+    run = run_closed_loop(policy, ex, duration=3.0, initial_state=motion[0], inference_delay=DELAY, events=events)
+    a, b = np.searchsorted(run.times, [2.0, 2.04])
+    assert all(s == ExecState.HOLDING for s in run.states[a:b])
+    assert run.states[b] == ExecState.RUNNING  # no fade-in: straight back into the plan
+    assert np.max(np.abs(run.velocities[b + 40])) > 0.05  # moving again
+    assert_within_limits(run, limits)
+    assert ex.guard.hits == 0

@@ -1,0 +1,132 @@
+"""Splines, blends and stops of the chunk executor: continuity and limits (motus_core.runtime.trajectory)."""
+import numpy as np
+import pytest
+
+from motus_core.runtime.trajectory import (
+    HoldTrajectory,
+    StopTrajectory,
+    TransitionTrajectory,
+    WaypointSpline,
+    blend_duration,
+    sample,
+    smoothstep,
+)
+
+DT = 1.0 / 30.0
+
+
+def waypoints(n=20, dof=3, seed=0, t0=0.0):
+    rng = np.random.default_rng(seed)
+    t = t0 + DT * np.arange(1, n + 1)
+    p = np.cumsum(rng.normal(0, 0.01, (n, dof)), axis=0) + np.sin(np.linspace(0, 3, n))[:, None]
+    return t, p
+
+
+def assert_consistent_derivatives(traj, t0, t1, h=1e-5, tol=(2e-4, 5e-3)):
+    """Analytic v and a equal numerical derivatives of p and v (so the controller gets the truth)."""
+    for t in np.linspace(t0 + 2 * h, t1 - 2 * h, 97):
+        p0, v0, a0 = traj.evaluate(t - h)
+        p1, v1, a1 = traj.evaluate(t + h)
+        _, v, a = traj.evaluate(t)
+        np.testing.assert_allclose((p1 - p0) / (2 * h), v, atol=tol[0] + 1e-3 * np.abs(v).max())
+        np.testing.assert_allclose((v1 - v0) / (2 * h), a, atol=tol[1] + 1e-3 * np.abs(a).max())
+
+
+def assert_continuous_at(traj, t, eps=1e-7, tol=1e-4):
+    a = traj.evaluate(t - eps)
+    b = traj.evaluate(t + eps)
+    for x, y, name, scale in zip(a, b, ("position", "velocity", "acceleration"), (1, 10, 1000)):
+        assert np.max(np.abs(x - y)) < tol * scale, f"{name} jumps at t={t}: {x} vs {y}"
+
+
+def test_smoothstep_ends():
+    assert smoothstep(0.0) == (0.0, 0.0, 0.0)
+    assert smoothstep(1.0) == (1.0, 0.0, 0.0)
+    s, ds, dds = smoothstep(0.5)
+    assert s == pytest.approx(0.5) and ds == pytest.approx(1.875) and dds == pytest.approx(0.0)
+
+
+def test_spline_interpolates_waypoints_and_is_c2():
+    t, p = waypoints()
+    spl = WaypointSpline(t, p)
+    for k in range(len(t)):
+        np.testing.assert_allclose(spl.evaluate(t[k])[0], p[k], atol=1e-12)
+    for k in range(1, len(t) - 1):
+        assert_continuous_at(spl, t[k])
+    assert_consistent_derivatives(spl, t[0], t[-1])
+    # rests at the last waypoint after the end
+    pe, ve, ae = spl.evaluate(t[-1] + 1.0)
+    np.testing.assert_allclose(pe, p[-1])
+    assert np.all(ve == 0) and np.all(ae == 0)
+    # bounded extrapolation before the start
+    spl2 = WaypointSpline(t, p, max_extrapolation=DT)
+    np.testing.assert_allclose(spl2.evaluate(t[0] - 5.0)[0], spl2.evaluate(t[0] - DT)[0])
+    with pytest.raises(ValueError):
+        WaypointSpline(t[::-1], p)
+
+
+def test_transition_is_c2_at_both_ends_and_consistent():
+    t, p = waypoints(seed=1)
+    old = WaypointSpline(t, p)
+    new = WaypointSpline(t, p + np.array([0.05, -0.03, 0.02]) + 0.2 * np.sin(t)[:, None])
+    t0, T = t[5] + 0.0123, 0.2
+    tr = TransitionTrajectory.from_state(new, t0, T, *old.evaluate(t0))
+    for x, y in zip(tr.evaluate(t0), old.evaluate(t0)):  # starts exactly at the old command's state
+        np.testing.assert_allclose(x, y, atol=1e-12)
+    for x, y in zip(tr.evaluate(t0 + T), new.evaluate(t0 + T)):  # ends exactly on the new trajectory
+        np.testing.assert_allclose(x, y, atol=1e-9)
+    assert_continuous_at(tr, t0 + T)
+    assert_consistent_derivatives(tr, t0, t0 + T + 0.05)
+    # the offset decays monotonically in size here and the transition settles onto the new trajectory
+    assert tr.settled(t0 + T + 0.01) is new and tr.settled(t0 + 0.5 * T) is tr
+
+
+def test_transitions_do_not_nest():
+    """Chunks faster than transitions: each new one starts from the command state; nothing accumulates."""
+    t, p = waypoints(n=60, seed=2)
+    plans = [WaypointSpline(t, p + 0.01 * k) for k in range(10)]
+    traj = plans[0]
+    now = t[3]
+    for k in range(1, 10):
+        state = traj.evaluate(now)
+        traj = TransitionTrajectory.from_state(plans[k], now, 0.3, *state)
+        assert traj.base is plans[k]
+        now += 0.04
+    assert_consistent_derivatives(traj, now, now + 0.3)
+
+
+def test_blend_duration_respects_the_limits():
+    v_max = np.array([1.0, 2.0])
+    a_max = np.array([5.0, 5.0])
+    dp = np.array([0.4, -0.1])
+    T = blend_duration(dp, np.zeros(2), np.zeros(2), np.zeros(2), v_max, a_max, t_min=0.1, t_max=10.0, budget=0.8)
+    b = TransitionTrajectory.from_state(HoldTrajectory(dp), 0.0, T, np.zeros(2), np.zeros(2), np.zeros(2))
+    _, V, A = sample(b, np.linspace(0, T, 400))
+    assert np.all(np.abs(V) <= 0.8 * v_max + 1e-9)
+    assert np.all(np.abs(A) <= 0.8 * a_max + 1e-9)
+    # and is not needlessly long: one of the two limits is almost reached
+    assert np.max(np.abs(V) / v_max) > 0.75 or np.max(np.abs(A) / a_max) > 0.75
+    # the minimum window applies to small offsets
+    assert blend_duration(np.full(2, 1e-6), np.zeros(2), np.zeros(2), np.zeros(2), v_max, a_max, 0.1, 10.0) == 0.1
+
+
+@pytest.mark.parametrize("a0", [0.0, 3.0, -20.0])
+def test_stop_trajectory_stops_within_the_acceleration_limit(a0):
+    p0 = np.array([0.1, -0.2, 0.3])
+    v0 = np.array([1.2, -0.5, 0.0])
+    a0v = np.array([a0, 0.0, -a0])
+    a_max = np.array([8.0, 8.0, 8.0])
+    stop = StopTrajectory(2.0, p0, v0, a0v, a_max)
+    for x, y in zip(stop.evaluate(2.0), (p0, v0, a0v)):
+        np.testing.assert_allclose(x, y, atol=1e-12)
+    ts = np.linspace(2.0, stop.end_time, 500)
+    _, V, A = sample(stop, ts)
+    allowed = np.maximum(a_max, np.abs(a0v))
+    assert np.all(np.abs(A) <= allowed * (1 + 1e-6))
+    pe, ve, ae = stop.evaluate(stop.end_time + 0.5)
+    assert np.all(ve == 0) and np.all(ae == 0)
+    assert_continuous_at(stop, stop.end_time)
+    assert_consistent_derivatives(stop, 2.0, stop.end_time)
+    # the stop is about as short as the limit allows for the fastest joint (1.5 |v| / a without a0)
+    if a0 == 0.0:
+        assert stop.duration == pytest.approx(1.5 * 1.2 / 8.0, rel=0.01)
