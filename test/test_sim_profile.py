@@ -38,7 +38,7 @@ def test_sim_speaks_another_profiles_topics():
         moved = probe.latest()
         assert moved[0] == pytest.approx(cmd[0], abs=0.07)  # the waist may stop within friction / kp = 50 / 800 rad
         assert moved[6] == pytest.approx(0.08, abs=0.01)
-        np.testing.assert_allclose(moved[7:13], agx.home[7:13], atol=0.05)  # the right arm holds its home pose
+        np.testing.assert_allclose(moved[7:13], q[7:13], atol=0.05)  # the right arm holds its pose
     finally:
         probe.close()
         rclpy.shutdown(context=ctx)

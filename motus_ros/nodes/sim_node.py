@@ -282,9 +282,10 @@ class SimNode(Node):
     def _sim_thread(self) -> None:
         cfg = self.cfg
         try:
-            home = self.adapter.to_sim(np.array(self.profile.home))
+            # The arms start at the ViperX's own rest pose whatever the profile: another robot's home
+            # (e.g. Piper's all-zero pose) means something else on this arm (straight out, arms colliding).
             sim = AlohaSim(cfg.task, seed=cfg.seed, timestep=cfg.physics_dt, render_mesh_cell=cfg.render_mesh_cell,
-                           success_hold=cfg.success_hold, home=home, offscreen_size=(self.width, self.height))
+                           success_hold=cfg.success_hold, offscreen_size=(self.width, self.height))
             renderer = CameraRenderer(sim.model, self.width, self.height, tuple(self.cameras))
         except BaseException as exc:  # noqa: BLE001 - reported to the constructor
             self._thread_error = exc
