@@ -150,10 +150,14 @@ def test_nan_chunk_is_rejected_and_the_robot_holds(env):
         mon.wait(lambda: mon.exec_status is not None and mon.chunk_pub.get_subscription_count() > 0, 60, "the executor", procs=[ex])
         q = mon.joint_states[-1][1][:14]
         ramp = q + np.linspace(0.0, 0.05, 48)[:, None] * np.where(np.arange(14) % 7 == 6, 0.0, 1.0)
-        for k in range(3):
-            mon.chunk_pub.publish(chunk(ramp + 0.01 * k, k + 1))
+        # a chunk published while discovery is still settling can be lost: keep sending until three arrived
+        sent = 0
+        while mon.exec_status.chunks_received < 3 and sent < 20:
+            mon.chunk_pub.publish(chunk(ramp + 0.01 * (sent % 3), sent + 1))
+            sent += 1
             time.sleep(0.3)
         mon.wait(lambda: mon.exec_status.chunks_received >= 3, 10, "three valid chunks", procs=[ex])
+        received_valid = mon.exec_status.chunks_received
         bad = ramp.copy()
         bad[10, 3] = np.nan
         mon.chunk_pub.publish(chunk(bad, 99))
@@ -164,7 +168,7 @@ def test_nan_chunk_is_rejected_and_the_robot_holds(env):
     finally:
         rec = finish(ex, record)
     status = json.loads(str(rec["status"]))
-    assert status["chunks_rejected"] == 1 and status["chunks_received"] == 3
+    assert status["chunks_rejected"] == 1 and status["chunks_received"] == received_valid
     assert_still_at_the_end(rec)
     check_limits(rec)
 
