@@ -9,7 +9,6 @@ rclpy is imported:
   the user chose a profile: the default transport loses 20-45 % of 640x480 frames across processes.
 """
 import os as _os
-from pathlib import Path as _Path
 
 DDS_PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 

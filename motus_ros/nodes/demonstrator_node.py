@@ -19,6 +19,7 @@ demonstrator follows the simulator at any ``real_time_factor``.
 from __future__ import annotations
 
 import motus_ros  # noqa: F401  (DDS environment before rclpy)
+from motus_ros.node_main import run_node  # noqa: E402
 
 import os
 import time
@@ -30,7 +31,6 @@ import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
-from rclpy.executors import ExternalShutdownException  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.serialization import deserialize_message  # noqa: E402
@@ -355,21 +355,12 @@ class DemonstratorNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    code = 1
-    try:
-        node = DemonstratorNode()
+    def spin(node: DemonstratorNode) -> int:
         while rclpy.ok() and not node.done:
             rclpy.spin_once(node, timeout_sec=0.1)
-        code = node.exit_code
-    except (KeyboardInterrupt, ExternalShutdownException):
-        code = 130
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+        return node.exit_code
+
+    return run_node(DemonstratorNode, args, spin=spin, interrupted_code=130)
 
 
 if __name__ == "__main__":

@@ -44,11 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import motus_ros  # noqa: F401  (DDS environment before rclpy)
+from motus_ros.node_main import run_node  # noqa: E402
 import numpy as np
-import rclpy
 from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, LivelinessPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -466,36 +466,31 @@ def format_summary(s: dict) -> str:
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = ExecutorNode()
-    except ValueError as exc:
-        print(f"executor_node: {exc}", file=sys.stderr)
-        rclpy.shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    gc.freeze()  # start-up objects (modules, messages types, the profile) are never collected: shorter GC passes
-    try:
+    executors: list[SingleThreadedExecutor] = []  # created in spin(): an executor needs the initialised context
+
+    def spin(node: ExecutorNode) -> int:
+        executor = SingleThreadedExecutor()
+        executors.append(executor)
+        executor.add_node(node)
+        gc.freeze()  # start-up objects (modules, messages types, the profile) are never collected: shorter GC passes
         node.run(executor, until=node.finished.is_set)
         if node.finished.is_set():
             # let the stop finish (the loop keeps commanding) before summarising
             deadline = time.monotonic() + 3.0
             node.run(executor, until=lambda: time.monotonic() > deadline or node.core.stop is None or node.now() >= node.core.stop.end_time)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
+        return 0
+
+    def on_exit(node: ExecutorNode) -> None:
         summary = node.summary()
         print(format_summary(summary), flush=True)
         if node.params.summary_file:
             Path(node.params.summary_file).write_text(json.dumps(summary, indent=2, default=float))
         if node.params.record_file:
             node.save_record(node.params.record_file)
-        executor.shutdown()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+        for executor in executors:
+            executor.shutdown()
+
+    return run_node(ExecutorNode, args, spin=spin, on_exit=on_exit)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Options of ``record`` are the fields of ``VizRecorderConfig`` (also settable as 
 from __future__ import annotations
 
 import motus_ros  # noqa: F401  (DDS environment before rclpy)
+from motus_ros.node_main import run_node  # noqa: E402
 
 import argparse
 import importlib
@@ -30,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -313,24 +313,12 @@ def main(args: list[str] | None = None) -> int:
         plain = plain[1:]
     ns = _record_parser().parse_args(plain)
     overrides = [Parameter(k, value=(list(v) if isinstance(v, list) else v)) for k, v in vars(ns).items() if v is not None and v != []]
-    rclpy.init(args=argv)
-    node = None
-    try:
-        node = VizRecorder(overrides)
+    def spin(node: VizRecorder) -> int:
         while rclpy.ok() and not node.done:
             rclpy.spin_once(node, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError:
-        if rclpy.ok():
-            raise
-        # Ctrl-C tore the context down while the executor was taking a message (an rclpy race): not an error
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+        return 0
+
+    return run_node(lambda: VizRecorder(overrides), argv, spin=spin, on_exit=VizRecorder.close)
 
 
 if __name__ == "__main__":

@@ -38,12 +38,12 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import motus_ros  # noqa: F401  (DDS environment before rclpy)
+from motus_ros.node_main import run_node  # noqa: E402
 import numpy as np
-import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, JointState, RegionOfInterest
@@ -564,30 +564,25 @@ def format_summary(node: PolicyNode) -> str:
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = PolicyNode()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    rc = 0
-    try:
+    executors: list[SingleThreadedExecutor] = []  # created in spin(): an executor needs the initialised context
+
+    def spin(node: PolicyNode) -> int:
+        executor = SingleThreadedExecutor()
+        executors.append(executor)
+        executor.add_node(node)
         if node.params.autostart:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                raise SystemExit(1)
-            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                raise SystemExit(1)
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS or node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                return 1
         executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except SystemExit as exc:
-        rc = int(exc.code or 0)
-    finally:
+        return 0
+
+    def on_exit(node: PolicyNode) -> None:
         print(format_summary(node), flush=True)
         node._release()
-        executor.shutdown()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return rc
+        for executor in executors:
+            executor.shutdown()
+
+    return run_node(PolicyNode, args, spin=spin, on_exit=on_exit)
 
 
 if __name__ == "__main__":

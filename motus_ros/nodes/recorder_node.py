@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import motus_ros  # noqa: F401  (DDS environment before rclpy)
-import rclpy
+from motus_ros.node_main import run_node  # noqa: E402
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
@@ -325,25 +324,13 @@ def _custom_msg_dirs() -> list[Path]:
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = RecorderNode()
-        rclpy.spin(node)  # single-threaded: callbacks only enqueue (the experimental EventsExecutor misses services/timers)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except SystemExit as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            meta = node.recorder.close("recorder shut down during the episode (SIGINT/SIGTERM)")
-            if meta is not None:
-                print(f"[recorder] episode {meta.episode_id} kept as {meta.state}: {meta.error}", file=sys.stderr, flush=True)
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    def close_episode(node: RecorderNode) -> None:
+        meta = node.recorder.close("recorder shut down during the episode (SIGINT/SIGTERM)")
+        if meta is not None:
+            print(f"[recorder] episode {meta.episode_id} kept as {meta.state}: {meta.error}", file=sys.stderr, flush=True)
+
+    # single-threaded: callbacks only enqueue (the experimental EventsExecutor misses services/timers)
+    return run_node(RecorderNode, args, on_exit=close_episode)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ lets sim time slip (the sim slows down rather than jump), counted as ``time_slip
 from __future__ import annotations
 
 import motus_ros  # noqa: F401  (DDS environment before rclpy)
+from motus_ros.node_main import run_node  # noqa: E402
 
 import collections
 import os
@@ -58,11 +59,9 @@ from dataclasses import dataclass, field
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
-from rclpy.executors import ExternalShutdownException  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
@@ -478,19 +477,11 @@ class SimNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimNode()
+    def spin(node: SimNode) -> int:
         rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 1 if node is None or node._thread_error is not None else 0
+        return 1 if node._thread_error is not None else 0
+
+    return run_node(SimNode, args, spin=spin, on_exit=SimNode.shutdown)
 
 
 if __name__ == "__main__":

@@ -23,14 +23,13 @@ Malformed input is logged (throttled) and counted, never fatal.
 from __future__ import annotations
 
 import motus_ros  # noqa: F401  (DDS environment before rclpy)
+from motus_ros.node_main import run_node  # noqa: E402
 
 import sys
 import time
 from collections import Counter
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -287,23 +286,7 @@ class VisualizerNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = VisualizerNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError:
-        if rclpy.ok():
-            raise
-        # Ctrl-C tore the context down while the executor was taking a message (an rclpy race): not an error
-    finally:
-        if node is not None:
-            node.log_summary(force=True)
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(VisualizerNode, args, on_exit=lambda node: node.log_summary(force=True))
 
 
 if __name__ == "__main__":

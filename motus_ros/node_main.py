@@ -1,0 +1,57 @@
+"""The ``main()`` of every node: init, build, spin, clean up — one place for the shutdown rules.
+
+* Ctrl-C (SIGINT), SIGTERM and an external ``rclpy.shutdown`` end the node quietly, exit code 0
+  (an interrupted required node, e.g. the demonstrator, reports its own code through ``spin``).
+* Ctrl-C can tear the context down while rclpy is taking a message, which raises an RCL error inside
+  the executor: after shutdown that is not an error (rclpy race), before shutdown it is re-raised.
+* ``on_exit(node)`` runs before the node is destroyed (summaries, closing files), also after errors.
+* A node that cannot be built from its parameters (``ValueError``/``SystemExit`` in its constructor)
+  prints why and exits with 2 instead of a traceback.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable, TypeVar
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+
+N = TypeVar("N")
+
+
+def _default_spin(node) -> int:
+    rclpy.spin(node)
+    return 0
+
+
+def run_node(make_node: Callable[[], N], args=None, *, spin: Callable[[N], int | None] | None = None,
+             on_exit: Callable[[N], None] | None = None, interrupted_code: int = 0) -> int:
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        try:
+            node = make_node()
+        except (ValueError, SystemExit) as exc:
+            if isinstance(exc, SystemExit) and isinstance(exc.code, int):
+                return exc.code
+            print(f"{sys.argv[0] if sys.argv else 'node'}: {exc}", file=sys.stderr, flush=True)
+            return 2
+        code = int((spin or _default_spin)(node) or 0)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        code = interrupted_code
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except Exception:  # noqa: BLE001 - decided below
+        if rclpy.ok():
+            raise
+        code = interrupted_code  # Ctrl-C tore the context down while a message was being taken
+    finally:
+        if node is not None:
+            try:
+                if on_exit is not None:
+                    on_exit(node)
+            finally:
+                node.destroy_node()
+        rclpy.try_shutdown()
+    return code
