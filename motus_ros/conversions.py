@@ -3,8 +3,9 @@
 cv_bridge is not installable from PyPI, and the nodes only need a few conversions, so they are
 written here once:
 
-* images: ``sensor_msgs/Image`` <-> HxWx3 uint8 numpy (``rgb8`` / ``bgr8``; ``mono8`` -> HxW),
-  checking encoding, step and buffer size (:class:`ConversionError` on a malformed message);
+* images: HxWx3 uint8 numpy -> ``sensor_msgs/Image`` (:func:`image_msg`); the other direction is
+  ``motus_core.images.image_msg_to_rgb`` (re-exported here), the suite's one decoder, which checks
+  encoding, step and buffer size (``ImageError`` on a malformed message);
 * camera intrinsics -> ``sensor_msgs/CameraInfo``;
 * joint states: ``sensor_msgs/JointState`` <-> the robot profile's canonical joint vector through a
   profile :class:`~motus_core.robot_profile.JointSource` (a topic and its message-name ->
@@ -16,7 +17,6 @@ written here once:
 from __future__ import annotations
 
 import array
-import struct
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -24,6 +24,8 @@ import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
+from motus_core.data.sync import header_stamp_ns
+from motus_core.images import ImageError, image_msg_to_rgb  # noqa: F401  (re-exported for the nodes)
 from motus_core.robot_profile import JointSource, RobotProfile
 
 
@@ -53,14 +55,10 @@ def time_to_ns(t: Time) -> int:
 
 def header_stamp_from_cdr(data: bytes) -> float:
     """Stamp (s) of a *serialized* message that starts with a ``std_msgs/Header`` (Image, JointState,
-    PoseStamped, ...), read without deserializing it: for cheap rate meters on ``raw=True``
-    subscriptions. CDR: a 4-byte encapsulation header (byte 1: 0 big-, 1 little-endian), then
-    ``int32 sec`` and ``uint32 nanosec``."""
+    PoseStamped, ...), read without deserializing it: for cheap rate meters on ``raw=True`` subscriptions."""
     if len(data) < 12:
         raise ConversionError(f"serialized message of {len(data)} bytes is too short to hold a header")
-    endian = "<" if data[1] & 1 else ">"
-    sec, nanosec = struct.unpack_from(endian + "iI", data, 4)
-    return sec + nanosec * 1e-9
+    return header_stamp_ns(data) * 1e-9
 
 
 def duration_msg(seconds: float) -> Duration:
@@ -101,32 +99,6 @@ def image_msg(img: np.ndarray, stamp: Time | float, frame_id: str = "", encoding
     data.frombytes(img.data)
     out.data = data
     return out
-
-
-def image_to_numpy(msg: Image, want: str = "rgb8") -> np.ndarray:
-    """``sensor_msgs/Image`` (rgb8 / bgr8 / mono8) -> uint8 array in encoding ``want`` (rgb8 or bgr8:
-    HxWx3, swapping channels if needed; mono8: HxW). The array does not alias the message."""
-    enc = msg.encoding.lower()
-    if enc not in _CHANNELS:
-        raise ConversionError(f"unsupported image encoding {msg.encoding!r}; supported: {sorted(_CHANNELS)}")
-    if want not in _CHANNELS:
-        raise ConversionError(f"cannot convert to {want!r}")
-    channels = _CHANNELS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h <= 0 or w <= 0:
-        raise ConversionError(f"image has size {w}x{h}")
-    if step < w * channels:
-        raise ConversionError(f"step {step} is smaller than width x channels = {w * channels}")
-    buf = np.frombuffer(msg.data, dtype=np.uint8)
-    if buf.size < step * h:
-        raise ConversionError(f"image data has {buf.size} bytes, expected step x height = {step * h}")
-    rows = buf[: step * h].reshape(h, step)[:, : w * channels]
-    img = rows.reshape(h, w, channels) if channels == 3 else rows.reshape(h, w)
-    if (enc == "mono8") != (want == "mono8"):
-        raise ConversionError(f"cannot convert {enc} to {want}")
-    if channels == 3 and enc != want:
-        img = img[:, :, ::-1]
-    return np.array(img, copy=True)
 
 
 def camera_info_msg(width: int, height: int, fx: float, fy: float, cx: float, cy: float, stamp: Time | float,

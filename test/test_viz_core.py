@@ -8,7 +8,7 @@ import pytest
 from motus_core.preprocessing import MOSAIC_ROLES, Rect
 from motus_core.viz.compare import FrameMatcher
 from motus_core.viz.frames import Unmosaicer, VizInputError, split_prediction
-from motus_core.viz.images import compressed_to_rgb, raw_to_rgb
+from motus_core.images import ImageError, compressed_to_rgb, raw_to_rgb
 from motus_core.viz.render import contact_sheet, image_difference, load_png, side_by_side
 from test.viz_data import GOLDEN, assert_matches_golden, camera_image, model_frame, regions
 
@@ -99,12 +99,12 @@ def test_raw_image_decoding():
     assert np.array_equal(mono[..., 1], rgb[..., 0])
     for args in [(0, 8, "rgb8", 24, b""), (6, 8, "rgb8", 24, rgb.tobytes()[:-1]), (6, 8, "16UC1", 16, bytes(96)),
                  (6, 8, "rgb8", 10, rgb.tobytes()), (6, 8, "rgb8", 24, 12345)]:
-        with pytest.raises(VizInputError):
+        with pytest.raises(ImageError):
             raw_to_rgb(*args)
     ok, jpg = cv2.imencode(".png", rgb[..., ::-1])
-    assert np.array_equal(compressed_to_rgb("png", jpg.tobytes()), rgb)
-    with pytest.raises(VizInputError):
-        compressed_to_rgb("jpeg", b"not a jpeg")
+    assert np.array_equal(compressed_to_rgb(jpg.tobytes(), "png"), rgb)
+    with pytest.raises(ImageError):
+        compressed_to_rgb(b"not a jpeg", "jpeg")
 
 
 # ------------------------------------------------------------------------------------- matching

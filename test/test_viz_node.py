@@ -46,7 +46,7 @@ class Scenario:
         from sensor_msgs.msg import Image, JointState, RegionOfInterest
         from visualization_msgs.msg import MarkerArray
 
-        from motus_ros.viz_msgs import rgb_to_image_msg, sec_to_stamp
+        from motus_ros.conversions import image_msg as rgb_to_image_msg, time_msg as sec_to_stamp
 
         self.rclpy, self.Duration, self.ActionChunk, self.PredictedFuture = rclpy, Duration, ActionChunk, PredictedFuture
         self.Image, self.JointState, self.ROI = Image, JointState, RegionOfInterest
@@ -321,7 +321,7 @@ def test_ghost_is_the_chunk_end(scenario):
 
 # ----------------------------------------------------------------------------------------- images
 def test_predicted_views_per_camera_stamped_with_their_times(scenario):
-    from motus_ros.viz_msgs import image_msg_to_rgb
+    from motus_ros.conversions import image_msg_to_rgb
 
     s = scenario["scenario"]
     t_obs = scenario["t_obs"]
@@ -338,7 +338,7 @@ def test_predicted_views_per_camera_stamped_with_their_times(scenario):
 
 
 def test_comparison_and_contact_sheets(scenario):
-    from motus_ros.viz_msgs import image_msg_to_rgb
+    from motus_ros.conversions import image_msg_to_rgb
 
     s = scenario["scenario"]
     assert s.comparisons, "no live | predicted comparison published"

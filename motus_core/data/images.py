@@ -1,64 +1,15 @@
-"""Camera messages (``sensor_msgs/Image``, ``CompressedImage``) -> uint8 RGB ``[H, W, 3]``.
+"""Recorded camera messages (raw CDR) -> uint8 RGB ``[H, W, 3]`` for the converter.
 
-Works on any object with the message's fields (rosbags' decoded messages, rclpy messages), so the
-converter (ROS-free) and nodes share the rules: ``step`` padding is honoured, BGR/RGBA/mono
-encodings are converted, compressed images are decoded with OpenCV.
+The pixel decoding itself is ``motus_core.images`` (shared with the nodes); this module reads the
+fields of a serialized ``sensor_msgs/Image`` in place, without copying the pixel buffer.
 """
 from __future__ import annotations
 
 import struct
 
-import cv2
-import numpy as np
+from motus_core.images import ImageError, image_msg_to_rgb, raw_to_rgb
 
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8UC1": 1, "8UC3": 3}
-
-
-class ImageError(ValueError):
-    """An image message that cannot be turned into an RGB array."""
-
-
-def raw_image_to_rgb(height: int, width: int, encoding: str, step: int, data, is_bigendian: int = 0) -> np.ndarray:
-    enc = encoding.strip()
-    if enc not in _CHANNELS:
-        raise ImageError(f"unsupported image encoding {encoding!r} (supported: {sorted(_CHANNELS)})")
-    ch = _CHANNELS[enc]
-    h, w = int(height), int(width)
-    if h <= 0 or w <= 0:
-        raise ImageError(f"empty image {h}x{w}")
-    row = w * ch
-    step = int(step) or row
-    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).reshape(-1)
-    if step < row or buf.size < step * (h - 1) + row:
-        raise ImageError(f"image data of {buf.size} bytes is too small for {h}x{w} {enc} with step {step}")
-    if step == row:
-        img = buf[: h * row].reshape(h, w, ch)
-    else:
-        img = np.lib.stride_tricks.as_strided(buf, shape=(h, w, ch), strides=(step, ch, 1))
-    if enc in ("rgb8", "8UC3"):
-        return np.ascontiguousarray(img)
-    if enc == "bgr8":
-        return np.ascontiguousarray(img[:, :, ::-1])
-    if enc == "rgba8":
-        return np.ascontiguousarray(img[:, :, :3])
-    if enc == "bgra8":
-        return np.ascontiguousarray(img[:, :, 2::-1])
-    return np.ascontiguousarray(np.repeat(img, 3, axis=2))
-
-
-def compressed_to_rgb(data) -> np.ndarray:
-    buf = np.frombuffer(bytes(data), dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if img is None:
-        raise ImageError(f"could not decode a compressed image of {buf.size} bytes")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def image_msg_to_rgb(msg) -> np.ndarray:
-    """``sensor_msgs/Image`` or ``CompressedImage`` (decoded message object) -> RGB uint8."""
-    if hasattr(msg, "format") and not hasattr(msg, "encoding"):
-        return compressed_to_rgb(msg.data)
-    return raw_image_to_rgb(msg.height, msg.width, msg.encoding, msg.step, msg.data, getattr(msg, "is_bigendian", 0))
+__all__ = ["ImageError", "image_cdr_to_rgb", "parse_image_cdr"]
 
 
 def _align(pos: int, n: int) -> int:
@@ -94,7 +45,7 @@ def parse_image_cdr(raw: bytes | memoryview) -> tuple[int, int, str, int, memory
     return height, width, encoding, step, mv[pos: pos + n]
 
 
-def image_cdr_to_rgb(raw: bytes | memoryview, msgtype: str, typestore=None) -> np.ndarray:
+def image_cdr_to_rgb(raw: bytes | memoryview, msgtype: str, typestore=None):
     """A recorded camera message (raw CDR) -> RGB uint8."""
     if msgtype == "sensor_msgs/msg/Image":
         try:
@@ -103,7 +54,7 @@ def image_cdr_to_rgb(raw: bytes | memoryview, msgtype: str, typestore=None) -> n
             if typestore is None:
                 raise
         else:
-            return raw_image_to_rgb(h, w, enc, step, data)
+            return raw_to_rgb(h, w, enc, step, data)
     if typestore is None:
         raise ImageError(f"cannot decode {msgtype} without a typestore")
     return image_msg_to_rgb(typestore.deserialize_cdr(raw, msgtype))

@@ -15,13 +15,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import numpy as np
 
 from motus_core.preprocessing import Rect
 
 from .compare import FrameMatcher
 from .frames import VizInputError, split_prediction
-from .images import compressed_to_rgb, raw_to_rgb
+from motus_core.images import image_msg_to_rgb
 from .render import chunk_contact_sheet, save_png
 
 PREDICTED_FUTURE_TYPE = "motus_msgs/msg/PredictedFuture"
@@ -99,12 +98,6 @@ def _sec(t) -> float:
     return float(t.sec) + float(t.nanosec) * 1e-9
 
 
-def _decode_image(msg) -> np.ndarray:
-    if hasattr(msg, "format"):
-        return compressed_to_rgb(msg.format, msg.data)
-    return raw_to_rgb(msg.height, msg.width, msg.encoding, msg.step, msg.data)
-
-
 def render_sheets(mcap_path: str | Path, out_dir: str | Path, profile, predicted_topic: str = "/policy/predicted_future",
                   tolerance: float = 0.04, tile_width: int = 160, camera_topics: dict[str, str] | None = None,
                   progress: bool = True) -> list[Path]:
@@ -136,17 +129,17 @@ def render_sheets(mcap_path: str | Path, out_dir: str | Path, profile, predicted
         try:
             if topic == predicted_topic:
                 p = msg
-                frames = [_decode_image(f) for f in p.frames]
+                frames = [image_msg_to_rgb(f) for f in p.frames]
                 regions = [Rect(int(r.x_offset), int(r.y_offset), int(r.width), int(r.height)) for r in p.camera_regions]
                 views, _ = split_prediction(
                     chunk_id=p.chunk_id, stamp=_sec(p.header.stamp), layout=p.layout, camera_names=list(p.camera_names),
                     regions=regions, frames=frames, frame_times=[_sec(t) for t in p.frame_times], high_hw=high_hw,
-                    condition_frame=_decode_image(p.condition_frame) if p.condition_frame.height > 0 else None,
+                    condition_frame=image_msg_to_rgb(p.condition_frame) if p.condition_frame.height > 0 else None,
                     model=p.model, mode=p.mode)
                 matcher.add_prediction(views)
             else:
                 role = by_topic[topic]
-                img = _decode_image(msg)
+                img = image_msg_to_rgb(msg)
                 if role == "high":
                     high_hw = img.shape[:2]
                 stamp = _sec(msg.header.stamp)

@@ -44,7 +44,7 @@ from motus_core.viz.kinematics import KinematicsError, UrdfTree, load_urdf
 from motus_core.viz.mcap_sheets import SchemaError, message_definition, normalize_type, render_sheets
 from motus_core.viz.render import save_png
 from motus_ros.params import declare_parameters, parameter_fields
-from motus_ros.viz_msgs import image_msg_to_rgb
+from motus_ros.conversions import image_msg_to_rgb
 
 TF_RATE_HZ = 30.0
 

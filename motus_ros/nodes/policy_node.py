@@ -55,7 +55,7 @@ from motus_core.preprocessing import model_image_layout
 from motus_core.robot_profile import load_profile
 from motus_core.runtime.prefix import prefix_for_observation
 from motus_core.runtime.sync import LazyImage, ObservationSynchronizer, SyncConfig
-from motus_core.viz.images import compressed_to_rgb, raw_to_rgb
+from motus_core.images import compressed_to_rgb, raw_to_rgb
 from motus_msgs.msg import ActionChunk as ActionChunkMsg
 from motus_msgs.msg import PolicyStatus, PredictedFuture, StageTiming
 from motus_msgs.srv import SetInstruction
@@ -290,7 +290,7 @@ class PolicyNode(LifecycleNode):
             stamp = time_to_sec(msg.header.stamp)
             if isinstance(msg, CompressedImage):
                 fmt, data = msg.format, msg.data
-                lazy = LazyImage(lambda: compressed_to_rgb(fmt, data))
+                lazy = LazyImage(lambda: compressed_to_rgb(data, fmt))
             else:
                 h, w, enc, step, data, be = msg.height, msg.width, msg.encoding, msg.step, msg.data, msg.is_bigendian
                 lazy = LazyImage(lambda: raw_to_rgb(h, w, enc, step, data, be))

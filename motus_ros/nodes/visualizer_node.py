@@ -45,7 +45,8 @@ from motus_core.viz.markers import MarkerStyle, TrajectoryMarkers, ghost_positio
 from motus_core.viz.render import chunk_contact_sheet, contact_sheet, side_by_side
 from motus_msgs.msg import ActionChunk, PredictedFuture
 from motus_ros.params import declare_parameters
-from motus_ros.viz_msgs import image_msg_to_rgb, marker_array_msg, rgb_to_image_msg, sec_to_stamp, stamp_to_sec
+from motus_ros.conversions import image_msg, image_msg_to_rgb, time_msg, time_to_sec
+from motus_ros.viz_msgs import marker_array_msg
 
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
 REJECT_LOG_PERIOD = 5.0  # s between log lines about the same kind of bad input (all are counted)
@@ -136,7 +137,7 @@ class VisualizerNode(Node):
         img = image_msg_to_rgb(msg)
         self.counts["live_frames"] += 1
         self._live_hw[role] = img.shape[:2]
-        self.matcher.add_live(role, stamp_to_sec(msg.header.stamp), img)
+        self.matcher.add_live(role, time_to_sec(msg.header.stamp), img)
 
     def _on_joint_state(self, topic: str, msg: JointState) -> None:
         if len(msg.name) == len(msg.position):
@@ -156,7 +157,7 @@ class VisualizerNode(Node):
         if k <= 0 or pos.size != k * n:
             raise VizInputError(f"chunk {msg.chunk_id}: {pos.size} positions for num_steps={k} x {n} joints")
         path = self.trajectory.path(
-            pos.reshape(k, n), joint_names=list(msg.joint_names), stamp=stamp_to_sec(msg.header.stamp),
+            pos.reshape(k, n), joint_names=list(msg.joint_names), stamp=time_to_sec(msg.header.stamp),
             step_period=float(msg.step_period.sec) + msg.step_period.nanosec * 1e-9, chunk_id=msg.chunk_id,
             model=msg.model, mode=msg.mode, prefix_length=msg.prefix_length)
         self.counts["action_chunks"] += 1
@@ -177,8 +178,8 @@ class VisualizerNode(Node):
             cam = self.profile.cameras["high"]
             high_hw = (cam.height, cam.width)
         views, warning = split_prediction(
-            chunk_id=msg.chunk_id, stamp=stamp_to_sec(msg.header.stamp), layout=msg.layout, camera_names=list(msg.camera_names),
-            regions=regions, frames=frames, frame_times=[stamp_to_sec(t) for t in msg.frame_times], high_hw=high_hw,
+            chunk_id=msg.chunk_id, stamp=time_to_sec(msg.header.stamp), layout=msg.layout, camera_names=list(msg.camera_names),
+            regions=regions, frames=frames, frame_times=[time_to_sec(t) for t in msg.frame_times], high_hw=high_hw,
             condition_frame=cond, model=msg.model, mode=msg.mode)
         if warning:
             self.get_logger().warning(warning, throttle_duration_sec=30.0)
@@ -200,7 +201,7 @@ class VisualizerNode(Node):
 
     # ------------------------------------------------------------------------------------ outputs
     def _publish_image(self, pub, img: np.ndarray, t: float, frame_id: str) -> None:
-        pub.publish(rgb_to_image_msg(img, sec_to_stamp(t), frame_id))
+        pub.publish(image_msg(img, time_msg(t), frame_id))
 
     def _publish_due(self, now: float) -> None:
         due = [s for s in self._scheduled if s[0] <= now]
@@ -225,7 +226,7 @@ class VisualizerNode(Node):
             return
         self._executed = executed
         markers = self.trajectory.markers(self._path, executed)
-        self.pub_markers.publish(marker_array_msg(markers, sec_to_stamp(self._now())))
+        self.pub_markers.publish(marker_array_msg(markers, time_msg(self._now())))
 
     def _publish_ghost(self) -> None:
         if self._path is None:
