@@ -27,7 +27,8 @@ layer; see docs/runtime.md). Everything robot-specific comes from the robot prof
   dies the executor stops at once instead of finishing the committed actions).
 * ``/executor/plan``: the request for the next chunk, carrying the committed plan (RTC prefix) and
   the expected delay; ``~/status`` (``ExecutorStatus``); services ``~/estop`` and ``~/reset_estop``
-  (``std_srvs/Trigger``; the e-stop is latched until reset); ``~/enable`` (``std_srvs/SetBool``).
+  (``std_srvs/Trigger``; the e-stop is latched until reset); ``~/enable`` (``std_srvs/SetBool``);
+  action ``~/run_task`` (``motus_msgs/RunTask``: run the policy for a given time, see motus_ros/run_task.py).
 * ``run_time`` > 0: after that many seconds of the node clock since the first chunk the robot is
   stopped, a summary is printed (and written to ``summary_file``) and the node exits with 0.
 """
@@ -62,6 +63,7 @@ from motus_core.runtime.safety import JointLimits
 from motus_msgs.msg import ActionChunk as ActionChunkMsg
 from motus_msgs.msg import ExecutorStatus, PolicyStatus
 from motus_ros.params import declare_parameters
+from motus_ros.run_task import RunTaskServer
 from motus_ros.conversions import ConversionError, JointVectorAssembler
 from motus_ros.runtime_msgs import ChunkMessageError, command_targets, joint_state_command, msg_to_chunk, plan_to_msg, trajectory_msg
 
@@ -87,6 +89,8 @@ class ExecutorNodeParams(ExecutorConfig):
     run_time: float = field(default=0.0, metadata={"help": "s of the node clock after the first chunk, then stop, summarise and exit (0 = run until interrupted)"})
     summary_file: str = field(default="", metadata={"help": "write the run summary (JSON) here when the node stops"})
     record_file: str = field(default="", metadata={"help": "write the recent command stream (npz: t, position, velocity, acceleration, state, switches, chunks) here when the node stops"})
+    instruction_service: str = field(default="/policy/set_instruction", metadata={"help": "RunTask: the policy's SetInstruction service"})
+    success_topic: str = field(default="/sim/success", metadata={"help": "RunTask: std_msgs/Bool task success of the robot ('' = none)"})
     realtime_priority: int = field(default=0, metadata={"help": "SCHED_FIFO priority of the command loop thread (1-99; 0 = normal scheduling; needs CAP_SYS_NICE / rtprio)"})
     gil_switch_interval: float = field(default=0.0005, metadata={"help": "s, Python's thread switch interval in this process (default 5 ms delays the command loop behind other threads)"})
 
@@ -187,6 +191,7 @@ class ExecutorNode(Node):
         self.create_service(Trigger, "~/estop", self._on_estop)
         self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)
         self.create_service(SetBool, "~/enable", self._on_enable)
+        self.run_task = RunTaskServer(self, instruction_service=p.instruction_service, success_topic=p.success_topic)
         self.create_timer(1.0 / p.status_rate_hz, self._publish_status)
         # run bookkeeping
         self.started_at: float | None = None
@@ -312,7 +317,7 @@ class ExecutorNode(Node):
 
         One thread does everything: no other Python thread can hold the GIL when a tick is due (with a
         separate spin thread the tick waits for the GIL: p99 period errors of several ms were measured).
-        Callbacks run in the slack between ticks; the last 1.5 ms before a deadline are slept in short
+        Callbacks run in the slack between ticks; the last 2.5 ms before a deadline are slept in short
         steps. ``until()`` returning True ends the loop (as do shutdown and ``stop()``).
         """
         self._set_priority()
@@ -321,11 +326,11 @@ class ExecutorNode(Node):
         next_t = time.monotonic() + period
         last_wall = None
         while not self._stop.is_set() and self.context.ok() and not (until is not None and until()):
-            while True:
-                remaining = next_t - time.monotonic()
-                if remaining <= 0.0015:
-                    break
-                executor.spin_once(timeout_sec=remaining - 0.0015)
+            # Serve callbacks in waits of a constant 1 ms: rclpy rebuilds its ready-callback generator
+            # whenever the timeout argument changes, and a fresh generator yields pending coroutine tasks
+            # (e.g. the RunTask action) before anything else, which would starve subscriptions and timers.
+            while next_t - time.monotonic() > 0.0025:
+                executor.spin_once(timeout_sec=0.001)
             while time.monotonic() < next_t:
                 time.sleep(0.0002)
             wall = time.monotonic()
