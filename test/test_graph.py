@@ -139,3 +139,37 @@ def test_every_parameter_file_named_by_the_graph_exists():
                     assert (ROOT / "config" / p).is_file(), f"{spec.name}: config/{p} missing"
             module = EXECUTABLES[spec.executable].split(":")[0]
             assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), f"{spec.name}: {module} missing"
+
+
+def test_motus_launch_starts_the_described_nodes(ros_context):
+    """`motus-launch` (pip-only) brings up exactly the nodes of the description, and Ctrl-C stops them all."""
+    import signal
+    import subprocess
+    import time
+
+    import rclpy
+
+    from test.helpers import ROOT as REPO, stop_process
+
+    values = {"graph": "viz", "hardware": "sim", "image_width": "64", "image_height": "48"}
+    expected = {f"{s.namespace}/{s.name}".replace("//", "/") if s.namespace else f"/{s.name}" for s in graph_mod.describe_graph(values)}
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "motus_ros.launcher", *[f"{k}:={v}" for k, v in values.items()]], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    node = rclpy.create_node("graph_probe", context=ros_context)
+    try:
+        deadline = time.monotonic() + 60
+        seen: set[str] = set()
+        while time.monotonic() < deadline and not expected <= seen:
+            seen = {f"{ns.rstrip('/')}/{n}" for n, ns in node.get_node_names_and_namespaces()}
+            assert proc.poll() is None, stop_process(proc)
+            time.sleep(0.2)
+        assert expected <= seen, f"missing nodes: {expected - seen}"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 130, out[-3000:]
+        assert "Traceback" not in out, out[-3000:]
+    finally:
+        if proc.poll() is None:
+            stop_process(proc)
+        node.destroy_node()
