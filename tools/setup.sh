@@ -44,6 +44,7 @@ tools/fix_ros_wheel_cmake.sh "$VENV"
 
 log "building motus_msgs (rosidl) into the venv"
 export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
+mkdir -p build
 cmake -S motus_msgs -B build/motus_msgs -DCMAKE_INSTALL_PREFIX="$VENV" -DCMAKE_PREFIX_PATH="$VENV" \
   -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF >build/motus_msgs.configure.log 2>&1 \
   || { cat build/motus_msgs.configure.log; exit 1; }
