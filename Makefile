@@ -28,7 +28,7 @@ $(STAMP): $(SETUP_INPUTS)
 	@touch $@
 
 test: setup
-	$(PY) -m pytest test $(PYTEST_ARGS)
+	$(PY) -m pytest test -rs $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m motus_ros.demo --mode $(MODE) --episodes $(EPISODES)

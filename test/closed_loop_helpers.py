@@ -224,6 +224,6 @@ def check_boundaries(rec: dict) -> dict:
                                          acc_scale=rec["acceleration_limit"])
         worst = {key: max(worst[key], w[key]) for key in worst}
     assert worst["position"] < 1e-3, worst
-    assert worst["velocity"] < 0.05, worst
+    assert worst["velocity"] < 0.1, worst  # docs/runtime.md: C2 ~2e-3 (0.065 seen under CI load), positions-only > 0.3
     assert worst["acceleration"] < 0.25, worst  # of each joint's acceleration limit, per 5 ms tick
     return worst

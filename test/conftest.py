@@ -24,14 +24,12 @@ if str(ROOT) not in sys.path:
 
 import pytest  # noqa: E402
 
-from test.helpers import reserve_domain_id  # noqa: E402
+from test.helpers import FIXTURES, reserve_domain_id  # noqa: E402
 
 if "ROS_DOMAIN_ID" not in os.environ:
     os.environ["ROS_DOMAIN_ID"] = str(reserve_domain_id())
 
 import motus_ros  # noqa: E402,F401  (DDS profile defaults for this process and its children)
-
-FIXTURES = Path(os.environ.get("MOTUS_SHARED_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 
 
 def pytest_report_header(config):

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The shared reference fixtures (parity fixtures etc.): MOTUS_SHARED_FIXTURES, else ../shared/fixtures.
+FIXTURES = Path(os.environ.get("MOTUS_SHARED_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 _DOMAIN_LOCKS = Path("/tmp/motus_ros_test_domains")
 
 

@@ -19,8 +19,9 @@ from motus_core.models.mola.config import HeadConfig
 from motus_core.models.mola.head import ActionHead
 from motus_core.models.mola.objectives import EdmObjective
 from motus_core.models.parity_fixture import load_fixture
+from test.helpers import FIXTURES
 
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mola_parity" / "action_head"
+DEFAULT = FIXTURES / "mola_parity" / "action_head"
 FOLDER = Path(os.environ.get("MOLA_HEAD_FIXTURE", DEFAULT))
 
 pytestmark = pytest.mark.skipif(not (FOLDER / "manifest.json").is_file(), reason=f"no MoLA head fixture at {FOLDER}")

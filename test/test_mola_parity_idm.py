@@ -18,8 +18,9 @@ from motus_core.models.mola.config import IdmConfig
 from motus_core.models.mola.idm import MoIDM
 from motus_core.models.mola.model import MolaNet
 from motus_core.models.parity_fixture import load_fixture
+from test.helpers import FIXTURES
 
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mola_parity" / "idm"
+DEFAULT = FIXTURES / "mola_parity" / "idm"
 FOLDER = Path(os.environ.get("MOLA_IDM_FIXTURE", DEFAULT))
 
 pytestmark = pytest.mark.skipif(not (FOLDER / "manifest.json").is_file(), reason=f"no MoLA IDM fixture at {FOLDER}")

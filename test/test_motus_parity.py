@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test.conftest import FIXTURES
+from test.helpers import FIXTURES
 
 MODEL_DIR = Path(os.environ.get("MOTUS_PARITY_FIXTURE", FIXTURES / "motus_parity" / "model"))
 VAE_DIR = Path(os.environ.get("MOTUS_VAE_FIXTURE", FIXTURES / "motus_parity" / "vae"))

@@ -354,7 +354,10 @@ class ScriptedDemonstrator:
             self._scripts[side].start_from(p, r, obs.q[7 * k + 6], obs.t)
         self._bias[:] = 0.0
         self._last_ik = None
-        self._last_out = None
+        # The slew-rate limit starts from the measured pose: the first IK solution can differ from the
+        # home pose in the redundant wrist joints (0.6 rad seen in wrist_rotate), and a leader arm in a
+        # hand cannot jump there in one tick (recorded actions would start with a step).
+        self._last_out = np.asarray(obs.q, float).copy()
         self._last_t = obs.t
 
     def act(self, obs: DemoObservation) -> np.ndarray:
