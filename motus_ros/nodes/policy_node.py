@@ -76,6 +76,7 @@ class PolicyNodeParams:
     mode: str = field(default="vla", metadata={"help": "model mode (vla, joint, ...)"})
     trigger: str = field(default="request", metadata={"help": "request: infer when the executor publishes its plan; rate: at rate_hz"})
     rate_hz: float = field(default=2.0, metadata={"help": "trigger=rate: inference rate"})
+    match_timeout: float = field(default=2.0, metadata={"help": "s a requested chunk waits for the executor's subscription to be matched (discovery is per direction)"})
     plan_topic: str = field(default="/executor/plan", metadata={"help": "the executor's plan / chunk request (motus_msgs/ActionChunk)"})
     return_frames: bool = field(default=False, metadata={"help": "decode and publish predicted future frames when the mode makes them"})
     sync_timeout: float = field(default=1.0, metadata={"help": "s an inference waits for a coherent observation before reporting why not"})
@@ -454,6 +455,12 @@ class PolicyNode(LifecycleNode):
         self._chunk_id += 1
         latency = time.monotonic() - result.complete_wall
         msg = chunk_to_msg(chunk, self._chunk_id, self.profile.joint_names, latency)
+        if p.trigger == "request":
+            # The executor that asked is on the graph, but its chunk subscription may not be matched to
+            # this publisher yet (discovery runs per direction): a chunk published now would be lost.
+            deadline = time.monotonic() + p.match_timeout
+            while self.chunk_pub.get_subscription_count() == 0 and time.monotonic() < deadline and not self._closing.is_set():
+                time.sleep(0.005)
         if not self._active:
             return
         self.chunk_pub.publish(msg)
