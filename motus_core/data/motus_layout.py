@@ -17,6 +17,8 @@ never leaves an episode that a loader would pick up half-written.
 """
 from __future__ import annotations
 
+import abc
+
 import json
 import os
 import re
@@ -82,23 +84,24 @@ class EpisodeFiles:
     frames: int
 
 
-class EpisodeWriter:
-    """Streams one episode into a Motus task folder: ``add_frame`` each mosaic, then ``commit``.
+class StreamingEpisode(abc.ABC):
+    """What every layout writer shares: stream mosaics into a temp video, then ``commit`` or ``abort``.
 
-    The video is encoded to a temp file while frames arrive (an episode is never held in memory);
-    ``commit`` checks the frame count against ``qpos`` and renames everything into place, qpos last.
-    ``abort`` removes every trace of the episode.
+    The video is encoded while frames arrive (an episode is never held in memory). ``commit`` checks
+    the frame count against ``qpos`` (and the layout's own rules), then renames everything into
+    place with qpos last, so loaders (which look for qpos) never see a half-written episode.
+    Subclasses name the folders (``SUBDIRS``), write the instruction files and remove an episode.
     """
 
-    def __init__(self, task_dir: str | Path, episode_id: str, video_options: VideoOptions = VideoOptions()):
+    SUBDIRS: tuple[str, ...] = ("videos", "qpos")
+
+    def __init__(self, task_dir: str | Path, stem: str, video_options: VideoOptions = VideoOptions()):
         self.task_dir = Path(task_dir)
-        self.episode_id = check_episode_id(episode_id)
-        for sub in ("videos", "qpos", "instructions"):
+        self.stem = stem
+        for sub in self.SUBDIRS:
             (self.task_dir / sub).mkdir(parents=True, exist_ok=True)
-        self.video = self.task_dir / "videos" / f"{episode_id}.mp4"
-        self.qpos_path = self.task_dir / "qpos" / f"{episode_id}.pt"
-        self.text_path = self.task_dir / "instructions" / f"{episode_id}.txt"
-        self.emb_path = self.task_dir / "instructions" / f"{episode_id}.pt"
+        self.video = self.task_dir / "videos" / f"{stem}.mp4"
+        self.qpos_path = self.task_dir / "qpos" / f"{stem}.pt"
         # an older version of this episode disappears from loaders before anything is rewritten
         self.qpos_path.unlink(missing_ok=True)
         self._tmp_video = _tmp(self.video)
@@ -111,31 +114,63 @@ class EpisodeWriter:
     def add_frame(self, mosaic: np.ndarray) -> None:
         self._writer.write(mosaic)
 
+    def _check(self, instruction: str, embedding: torch.Tensor | None) -> None:
+        """Layout-specific checks of the instruction and its embedding (raise DatasetError)."""
+
+    @abc.abstractmethod
+    def _write_instruction(self, instruction: str, embedding: torch.Tensor | None) -> tuple[Path, Path | None]:
+        """Write the instruction (and embedding) files; return their paths."""
+
+    @abc.abstractmethod
+    def _remove(self) -> None:
+        """Delete every file of this episode."""
+
     def commit(self, qpos, instruction: str, embedding: torch.Tensor | None = None) -> EpisodeFiles:
         try:
             q = check_qpos(qpos)
             if not isinstance(instruction, str) or not instruction.strip():
-                raise DatasetError(f"episode {self.episode_id}: empty instruction")
-            if embedding is not None and (not isinstance(embedding, torch.Tensor) or embedding.ndim != 2 or embedding.shape[0] < 1):
-                raise DatasetError(f"episode {self.episode_id}: embedding must be a tensor [L, D], got {getattr(embedding, 'shape', type(embedding))}")
+                raise DatasetError(f"episode {self.stem}: empty instruction")
+            self._check(instruction, embedding)
             if self.frames != len(q):
-                raise DatasetError(f"episode {self.episode_id}: {self.frames} video frames but {len(q)} qpos rows")
+                raise DatasetError(f"episode {self.stem}: {self.frames} video frames but {len(q)} qpos rows")
             self._writer.close()
         except BaseException:
             self.abort()
             raise
         os.replace(self._tmp_video, self.video)
-        atomic_write_text(self.text_path, instruction.strip() + "\n")
-        if embedding is not None:
-            atomic_torch_save(self.emb_path, embedding.detach().cpu().contiguous())
-        else:
-            self.emb_path.unlink(missing_ok=True)
+        text_path, emb_path = self._write_instruction(instruction.strip(), embedding)
         atomic_torch_save(self.qpos_path, torch.from_numpy(np.ascontiguousarray(q)))
-        return EpisodeFiles(video=self.video, qpos=self.qpos_path, instruction=self.text_path,
-                            embedding=self.emb_path if embedding is not None else None, frames=len(q))
+        return EpisodeFiles(video=self.video, qpos=self.qpos_path, instruction=text_path, embedding=emb_path, frames=len(q))
 
     def abort(self) -> None:
         self._writer.abort()
+        self._remove()
+
+
+class EpisodeWriter(StreamingEpisode):
+    """One episode of the Motus real-robot layout (``videos/``, ``qpos/``, ``instructions/<id>.txt|.pt``)."""
+
+    SUBDIRS = ("videos", "qpos", "instructions")
+
+    def __init__(self, task_dir: str | Path, episode_id: str, video_options: VideoOptions = VideoOptions()):
+        self.episode_id = check_episode_id(episode_id)
+        super().__init__(task_dir, episode_id, video_options)
+        self.text_path = self.task_dir / "instructions" / f"{episode_id}.txt"
+        self.emb_path = self.task_dir / "instructions" / f"{episode_id}.pt"
+
+    def _check(self, instruction: str, embedding: torch.Tensor | None) -> None:
+        if embedding is not None and (not isinstance(embedding, torch.Tensor) or embedding.ndim != 2 or embedding.shape[0] < 1):
+            raise DatasetError(f"episode {self.episode_id}: embedding must be a tensor [L, D], got {getattr(embedding, 'shape', type(embedding))}")
+
+    def _write_instruction(self, instruction: str, embedding: torch.Tensor | None) -> tuple[Path, Path | None]:
+        atomic_write_text(self.text_path, instruction + "\n")
+        if embedding is None:
+            self.emb_path.unlink(missing_ok=True)
+            return self.text_path, None
+        atomic_torch_save(self.emb_path, embedding.detach().cpu().contiguous())
+        return self.text_path, self.emb_path
+
+    def _remove(self) -> None:
         remove_episode(self.task_dir, self.episode_id)
 
 

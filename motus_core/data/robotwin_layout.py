@@ -13,14 +13,12 @@ converter after recording more episodes never renames earlier files. The RoboTwi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from motus_core.data.motus_layout import DatasetError, EpisodeFiles, atomic_torch_save, atomic_write_text, check_qpos, _tmp
-from motus_core.data.video import VideoOptions, VideoWriter
+from motus_core.data.motus_layout import DatasetError, StreamingEpisode, atomic_torch_save, atomic_write_text
+from motus_core.data.video import VideoOptions
 
 INDEX_FILE = "episode_ids.json"
 
@@ -55,47 +53,26 @@ def remove_robotwin_episode(task_dir: Path, num: str) -> None:
         save_index(task_dir, index)
 
 
-class RobotwinEpisodeWriter:
-    """Streams one episode into a RoboTwin task folder (same contract as ``motus_layout.EpisodeWriter``)."""
+class RobotwinEpisodeWriter(StreamingEpisode):
+    """One episode of the RoboTwin layout (``videos/``, ``qpos/``, ``metas/<n>.txt``, ``umt5_wan/<n>.pt``)."""
+
+    SUBDIRS = ("videos", "qpos", "metas", "umt5_wan")
 
     def __init__(self, task_dir: str | Path, num: str, video_options: VideoOptions = VideoOptions()):
-        self.task_dir = Path(task_dir)
         self.num = num
-        for sub in ("videos", "qpos", "metas", "umt5_wan"):
-            (self.task_dir / sub).mkdir(parents=True, exist_ok=True)
-        self.video = self.task_dir / "videos" / f"{num}.mp4"
-        self.qpos_path = self.task_dir / "qpos" / f"{num}.pt"
-        self.qpos_path.unlink(missing_ok=True)
-        self._tmp_video = _tmp(self.video)
-        self._writer = VideoWriter(self._tmp_video, video_options)
+        super().__init__(task_dir, num, video_options)
 
-    @property
-    def frames(self) -> int:
-        return self._writer.frames_written
+    def _check(self, instruction: str, embedding: torch.Tensor | None) -> None:
+        if embedding is None:
+            raise DatasetError("the RoboTwin layout needs umT5 embeddings (umt5_wan/): pass a text encoder")
 
-    def add_frame(self, mosaic: np.ndarray) -> None:
-        self._writer.write(mosaic)
-
-    def commit(self, qpos, instruction: str, embedding: torch.Tensor | None = None) -> EpisodeFiles:
-        try:
-            q = check_qpos(qpos)
-            if self.frames != len(q):
-                raise DatasetError(f"RoboTwin episode {self.num}: {self.frames} video frames but {len(q)} qpos rows")
-            if embedding is None:
-                raise DatasetError("the RoboTwin layout needs umT5 embeddings (umt5_wan/): pass a text encoder")
-            self._writer.close()
-        except BaseException:
-            self.abort()
-            raise
-        os.replace(self._tmp_video, self.video)
+    def _write_instruction(self, instruction: str, embedding: torch.Tensor | None) -> tuple[Path, Path | None]:
         metas = self.task_dir / "metas" / f"{self.num}.txt"
-        atomic_write_text(metas, instruction.strip() + "\n")
+        atomic_write_text(metas, instruction + "\n")
         emb_path = self.task_dir / "umt5_wan" / f"{self.num}.pt"
         atomic_torch_save(emb_path, [embedding.detach().cpu().to(torch.bfloat16).contiguous()])
-        atomic_torch_save(self.qpos_path, torch.from_numpy(np.ascontiguousarray(q)))
-        return EpisodeFiles(video=self.video, qpos=self.qpos_path, instruction=metas, embedding=emb_path, frames=len(q))
+        return metas, emb_path
 
-    def abort(self) -> None:
-        self._writer.abort()
+    def _remove(self) -> None:
         for rel in (f"qpos/{self.num}.pt", f"videos/{self.num}.mp4", f"metas/{self.num}.txt", f"umt5_wan/{self.num}.pt"):
             (self.task_dir / rel).unlink(missing_ok=True)
