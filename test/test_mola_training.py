@@ -116,6 +116,40 @@ def test_stage2_idm_pretraining(env, stage2):
     assert not any("decoder" in k for k in idms)  # decoders are dropped after stage II
 
 
+@pytest.fixture(scope="module")
+def sim_data(tmp_path_factory):
+    from motus_core.sim.dataset import SimDatasetOptions, generate
+
+    root = tmp_path_factory.mktemp("mola_sim_data")
+    summary = generate(root, SimDatasetOptions(episodes=1, height=48, width=64, ground_truth=("high",)), progress=False)
+    assert summary["episodes"] == 1
+    return root
+
+
+def test_stage2_with_exact_simulator_targets(env, sim_data):
+    """stage2.targets: sim - no target models are loaded, the batch carries dense simulator maps,
+    the semantic decoder predicts one channel per class and the loss falls."""
+    from motus_core.sim.ground_truth import SEMANTIC_CLASSES
+
+    raw = raw_config(env, 2, "stage2_sim", stage2={**STAGE2, "targets": "sim", "encoder": env["stage2"]["encoder"]})
+    raw["data"]["root"] = str(sim_data)
+    prep = prepare_stage(2, raw)
+    assert prep.module.targets == {}
+    batch = fixed_batch(prep)
+    maps, size = batch["sim_targets"], env["cfg"].video.image_size
+    assert maps["depth"].shape == (2, 1, 2, 1, size, size) and maps["flow"].shape == (2, 1, 2, 2, size, size)
+    assert maps["depth"].max() > 0.5  # inverse depth of the scene (m^-1): things are 0.6-1.3 m away
+    assert set(maps["labels"].unique().tolist()) >= {0, SEMANTIC_CLASSES.index("cube")}
+    modality = prep.module._sim_modality(batch, None)
+    assert modality["semantic"][0].shape[1] == len(SEMANTIC_CLASSES)
+    torch.testing.assert_close(modality["semantic"][0].sum(1), torch.ones_like(modality["semantic"][0][:, 0]))
+    weight = modality["flow"][2]  # (N, 1, 8, 8): the 4:3 camera letterboxed into a square leaves 1 cell row of padding
+    assert weight[:, :, [0, -1]].sum() == 0 and weight[:, :, 1:-1].mean() > 0.9
+    before = eval_loss(prep.module, batch)
+    prep.trainer.run()
+    assert eval_loss(prep.module, batch) < before
+
+
 def test_stage3_end_to_end_with_resume_and_inference(env, stage1, stage2, tmp_path):
     stage1_video, stage2_idms = str(stage1[-1]), str(stage2[-1].parent)
     data = env["cfg"].to_dict()

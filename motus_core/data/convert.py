@@ -483,7 +483,8 @@ def repair(episodes_dir: Path) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------------------------------ CLI
 
 
-def _text_encoder(args):
+def text_encoder_from_args(args):
+    """The umT5 encoder chosen by --text-encoder / --tiny-text-encoder (None: no embeddings)."""
     if args.tiny_text_encoder:
         from motus_core.models.motus.text_encoder import build_tiny_text_encoder
 
@@ -532,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output_dir is None:
         print("motus-convert: OUTPUT_DIR is required (unless --repair)", file=sys.stderr)
         return 2
-    encoder = _text_encoder(args)
+    encoder = text_encoder_from_args(args)
     if encoder is None and args.format != "lerobot":
         log.warning("no --text-encoder: instructions are written without umT5 embeddings (Motus training needs them)")
     cfg = ConvertConfig(

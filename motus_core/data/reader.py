@@ -208,6 +208,7 @@ class MotusDataset(Dataset):
             "instruction": src.texts[0],
             "episode": ref.name,
             "cond_index": int(cond),
+            "frame_indices": (idx.cond, *idx.video),  # episode frame of first_frame and each video frame
         }
         if src.embedding is not None:
             emb, which = load_embedding(src.embedding, rng if src.embedding_is_list else None)

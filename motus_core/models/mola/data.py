@@ -35,10 +35,12 @@ def from_model_space(x):
 class MolaDataset(Dataset):
     """``frames="clip"``: ``images`` (V, F, 3, S, S), the whole imagined clip (stages I, II);
     ``frames="current"``: ``images`` (V, 3, S, S), the condition frame only (stage III; the reader then
-    decodes just enough frames to cover the action chunk)."""
+    decodes just enough frames to cover the action chunk).
+    ``sim_ground_truth``: also return ``sim_targets``, the exact stage-II target maps of a simulated
+    dataset (:mod:`.sim_targets`)."""
 
     def __init__(self, root, cfg: MolaConfig, *, stats_file=None, stats_key=None, seed: int | None = None,
-                 samples_per_episode: int = 100, frames: str = "clip"):
+                 samples_per_episode: int = 100, frames: str = "clip", sim_ground_truth: bool = False):
         from motus_core.data.reader import MotusDataset
         from motus_core.data.video import video_info
         from motus_core.data.motus_layout import find_episodes
@@ -64,6 +66,15 @@ class MolaDataset(Dataset):
         self.normalizer = self.reader.normalizer
         self.stats_key = self.normalizer.name if self.normalizer is not None else None
         self.stats_file = Path(stats_file) if stats_file else Path(root) / "stat.json"
+        self.sim_maps = None
+        if sim_ground_truth:  # exact stage-II targets of a simulated dataset (see sim_targets)
+            if frames != "clip":
+                raise MolaConfigError("simulator ground truth is a stage-II target: it needs frames='clip'")
+            from .sim_targets import SimGroundTruthMaps
+
+            self.refs = {r.name: r for r in episodes}
+            self.sim_maps = SimGroundTruthMaps(cfg.idm.cameras, tuple(cfg.idm.frames), cfg.video.image_size,
+                                               want_flow="flow" in cfg.idm.names)
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -77,7 +88,7 @@ class MolaDataset(Dataset):
             raise MolaConfigError(f"episode {sample['episode']}: mosaic {clip.shape[-2:]} differs from {self.mosaic_hw}")
         size = (self.cfg.video.image_size, self.cfg.video.image_size)
         cams = np.stack([mosaic_camera_images(from_unit_chw(f), self.cfg.cameras, size) for f in clip])  # (F, V, 3, S, S)
-        return {
+        out = {
             "images": torch.from_numpy(cams[0] if self.frames == "current" else cams.transpose(1, 0, 2, 3, 4).copy()),
             "state": to_model_space(sample["initial_state"].float()),
             "actions": to_model_space(sample["action_sequence"][: self.cfg.chunk_length].float()),
@@ -85,6 +96,10 @@ class MolaDataset(Dataset):
             "episode": sample["episode"],
             "cond_index": sample["cond_index"],
         }
+        if self.sim_maps is not None:
+            ref = self.refs[sample["episode"]]
+            out["sim_targets"] = self.sim_maps(ref.task_dir, ref.episode_id, sample["frame_indices"])
+        return out
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.convert(self.reader[index])
@@ -92,6 +107,8 @@ class MolaDataset(Dataset):
 
 def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out = {k: torch.stack([b[k] for b in batch]) for k in ("images", "state", "actions")}
+    if "sim_targets" in batch[0]:
+        out["sim_targets"] = {k: torch.stack([b["sim_targets"][k] for b in batch]) for k in batch[0]["sim_targets"]}
     for k in ("instruction", "episode", "cond_index"):
         out[k] = [b[k] for b in batch]
     return out

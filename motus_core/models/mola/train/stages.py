@@ -26,6 +26,10 @@ from ..config import MolaConfig, MolaConfigError
 from ..data import MolaDataset, collate
 from ..model import MolaModel, MolaNet
 from ..pretrain import FrozenImageEncoder, IdmPretrainModel
+from ..sim_targets import CHANNELS as SIM_CHANNELS
+from ..sim_targets import depth_target as sim_depth_target
+from ..sim_targets import flow_target as sim_flow_target
+from ..sim_targets import semantic_target as sim_semantic_target
 from ..targets import DepthTarget, FlowTarget, SemanticTarget
 from ..video import TextEmbedding, VideoModel
 from .common import DataConfig, StageModule, TrainConfig, build_dataclass
@@ -110,6 +114,7 @@ class VideoStage(StageModule):
 
 @dataclass
 class Stage2Config:
+    targets: str = "learned"  # learned (frozen models + OpenCV flow) | sim (exact, from motus-sim-dataset --ground-truth)
     encoder: str = ""  # local dir: transformers ViT / ViT-MAE / DINOv2 with hidden = idm.input_dim and a token grid = tap grid
     encoder_image_size: int = 224
     depth_model: str = ""  # local Depth Anything V2 (Small: Apache-2.0) directory
@@ -144,8 +149,15 @@ class IdmPretrainStage(StageModule):
         encoder = FrozenImageEncoder.from_pretrained(s2.encoder, s2.encoder_image_size, n_tokens)
         self.targets: dict[str, Any] = {}
         specs = {}
+        if s2.targets not in ("learned", "sim"):
+            raise MolaConfigError(f"stage2.targets must be 'learned' or 'sim', got {s2.targets!r}")
+        self.sim = s2.targets == "sim"
+        grids = {"depth": (s2.depth_grid, s2.depth_patch), "semantic": (s2.semantic_grid, s2.semantic_patch),
+                 "flow": (s2.flow_grid, s2.flow_patch)}
         for name in names:
-            if name == "depth":
+            if self.sim:
+                specs[name] = {"channels": SIM_CHANNELS[name], "grid": grids[name][0], "patch": grids[name][1]}
+            elif name == "depth":
                 if not s2.depth_model:
                     raise MolaConfigError("the depth IDM needs stage2.depth_model (Depth Anything V2 Small directory)")
                 self.targets[name] = DepthTarget(s2.depth_model, s2.depth_grid, s2.depth_input_size, device=device)
@@ -174,12 +186,12 @@ class IdmPretrainStage(StageModule):
                 t.model._apply(fn)
         return out
 
-    def _shift(self, x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, pad: int) -> torch.Tensor:
-        """Translate each sample of (N, K, 3, S, S) by its own (dx, dy) pixels with edge padding."""
+    def _shift(self, x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, pad: int, mode: str = "replicate") -> torch.Tensor:
+        """Translate each sample of (N, K, C, S, S) by its own (dx, dy) pixels with edge (or zero) padding."""
         if pad <= 0:
             return x
         n, k, c, h, w = x.shape
-        padded = torch.nn.functional.pad(x.flatten(1, 2), (pad, pad, pad, pad), mode="replicate").view(n, k, c, h + 2 * pad, w + 2 * pad)
+        padded = torch.nn.functional.pad(x.flatten(1, 2), (pad, pad, pad, pad), mode=mode).view(n, k, c, h + 2 * pad, w + 2 * pad)
         return torch.stack([padded[i, :, :, pad + int(dy[i]): pad + int(dy[i]) + h, pad + int(dx[i]): pad + int(dx[i]) + w]
                             for i in range(n)])
 
@@ -194,6 +206,8 @@ class IdmPretrainStage(StageModule):
             d = torch.randint(-pad, pad + 1, (2, frames.shape[0]), generator=generator, device=gdev).cpu()
             frames = self._shift(frames, d[0], d[1], pad)
         cur, fut = frames[:, 0], frames[:, 1]
+        if self.sim:
+            return self.model(cur, fut, self._sim_modality(batch, d if self.training and self.s2.random_shift > 0 else None))
         modality = {}
         for name, producer in self.targets.items():
             if name == "flow":
@@ -203,6 +217,30 @@ class IdmPretrainStage(StageModule):
                 a, b = producer(cur), producer(fut)
                 modality[name] = (a.value.to(cur.device), b.value.to(cur.device), None)
         return self.model(cur, fut, modality)
+
+    def _sim_modality(self, batch: dict[str, Any], shift: torch.Tensor | None) -> dict[str, tuple]:
+        """Exact targets from the dataset's dense simulator maps, moved by the same random shift as the images."""
+        if "sim_targets" not in batch:
+            raise MolaConfigError("stage2.targets is 'sim' but the batch has no simulator ground truth "
+                                  "(build the dataset with sim_ground_truth=True)")
+        dev = batch["images"].device
+        maps = {k: v.to(dev).flatten(0, 1) for k, v in batch["sim_targets"].items()}  # (N, 2, C, S, S)
+        if shift is not None:
+            pad = self.s2.random_shift
+            maps = {k: self._shift(v.float(), shift[0], shift[1], pad, mode="constant" if k == "valid" else "replicate")
+                    for k, v in maps.items()}
+        s2, modality = self.s2, {}
+        for name in self.cfg.idm.names:
+            if name == "depth":
+                a, b = sim_depth_target(maps["depth"][:, 0], s2.depth_grid), sim_depth_target(maps["depth"][:, 1], s2.depth_grid)
+                modality[name] = (a.value, b.value, None)
+            elif name == "semantic":
+                a, b = (sim_semantic_target(maps["labels"][:, i], s2.semantic_grid) for i in (0, 1))
+                modality[name] = (a.value, b.value, None)
+            else:
+                a, b = (sim_flow_target(maps["flow"][:, i], maps["valid"][:, i], s2.flow_grid) for i in (0, 1))
+                modality[name] = (a.value, b.value, b.weight)
+        return modality
 
     def trainable_state_dict(self):
         return {k: v for k, v in self.model.state_dict().items() if not k.startswith("encoder.")}
@@ -313,7 +351,8 @@ def build_dataset(setup: StageSetup, stage: int, seed: int) -> MolaDataset:
         raise MolaConfigError("data.root must name a Motus-layout dataset directory")
     return MolaDataset(setup.data.root, setup.model, stats_file=setup.data.stats_file, stats_key=setup.data.stats_key,
                        seed=seed, samples_per_episode=setup.data.samples_per_episode,
-                       frames="current" if stage == 3 else "clip")
+                       frames="current" if stage == 3 else "clip",
+                       sim_ground_truth=stage == 2 and setup.extra.targets == "sim")
 
 
 def build_stage(setup: StageSetup, stage: int, device="cpu") -> StageModule:

@@ -1,0 +1,184 @@
+"""``motus-sim-dataset``: scripted demonstrations of the simulated robot straight into the Motus layout.
+
+The ROS route (sim node + demonstrator + recorder + ``motus-convert``) is what a real robot uses and
+is tested end to end. This command is its ROS-free shortcut for building training sets in
+simulation: it runs the same physics and scripted demonstrator in-process (:func:`run_episode`),
+renders the three cameras at the dataset rate, builds the mosaic with the shared preprocessing
+module and writes episodes with the same writer as the converter (qpos in the ``sim_aloha`` profile's
+units, which are the simulator's). With ``--ground-truth`` it also stores, per frame, the exact
+depth, segmentation and the poses needed for exact optical flow (:mod:`.ground_truth`), which
+MoLA's stage II can use instead of learned targets (``stage2.targets: sim``).
+
+Failed demonstrations are left out (``--keep-failures`` keeps them); ``stat.json`` is written over
+the kept episodes; a re-run skips episodes that exist (same task, seed and options).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+log = logging.getLogger("motus_sim_dataset")
+
+ROLES = ("high", "left_wrist", "right_wrist")
+
+
+@dataclass(frozen=True)
+class SimDatasetOptions:
+    task: str = "transfer_cube"
+    episodes: int = 10
+    first_seed: int = 0
+    height: int = 240
+    width: int = 320
+    fps: int = 30
+    ground_truth: tuple[str, ...] = ()  # camera roles to store ground truth for
+    keep_failures: bool = False
+    stats_key: str = "sim_aloha"
+    crf: int = 18
+    preset: str = "ultrafast"
+
+
+def _done_marker(task_dir: Path) -> Path:
+    return task_dir / ".sim_dataset.json"
+
+
+def generate(out_dir: str | Path, opts: SimDatasetOptions, *, text_encoder=None, progress: bool = True) -> dict:
+    """Write ``opts.episodes`` seeded demonstrations under ``out_dir/<task>/``; return a summary dict."""
+    from tqdm import tqdm
+
+    from motus_core.data.motus_layout import EpisodeWriter, find_episodes, write_dataset_stats
+    from motus_core.data.video import VideoOptions
+    from motus_core.preprocessing import make_mosaic_from_roles
+
+    from . import AlohaSim
+    from .demonstrator import ScriptedDemonstrator, run_episode
+    from .ground_truth import GroundTruthRecorder, ground_truth_path, mosaic_sizes
+    from .render import CameraRenderer
+    from .tasks import get_task
+
+    out_dir = Path(out_dir)
+    task_dir = out_dir / opts.task
+    task_dir.mkdir(parents=True, exist_ok=True)
+    marker = _done_marker(task_dir)
+    settings = {k: v for k, v in asdict(opts).items() if k not in ("episodes", "first_seed")}
+    settings["ground_truth"] = list(opts.ground_truth)
+    done: dict = {}
+    if marker.is_file():
+        prev = json.loads(marker.read_text())
+        if prev.get("settings") != settings:
+            raise ValueError(f"{task_dir} was generated with other settings {prev.get('settings')}; use another output directory")
+        done = prev.get("seeds", {})
+
+    instruction = get_task(opts.task).instruction
+    embedding = text_encoder.encode([instruction])[0].detach().cpu() if text_encoder is not None else None
+    sim = AlohaSim(opts.task, offscreen_size=(max(640, opts.width), max(480, opts.height)))
+    demo = ScriptedDemonstrator(opts.task)
+    renderer = CameraRenderer(sim.model, opts.width, opts.height, ROLES)
+    gt = GroundTruthRecorder(sim.model, mosaic_sizes((opts.height, opts.width), opts.ground_truth)) if opts.ground_truth else None
+    video = VideoOptions(fps=opts.fps, crf=opts.crf, preset=opts.preset)
+    images = {r: np.empty((opts.height, opts.width, 3), np.uint8) for r in ROLES}
+    t0 = time.perf_counter()
+    seeds = range(opts.first_seed, opts.first_seed + opts.episodes)
+    bar = tqdm(seeds, desc=f"sim {opts.task}", unit="episode", disable=not progress, file=sys.stderr)
+    try:
+        for seed in bar:
+            eid = f"seed{seed:05d}"
+            if str(seed) in done:
+                continue
+            writer = EpisodeWriter(task_dir, eid, video)
+            qpos: list[np.ndarray] = []
+            if gt is not None:
+                gt.reset()
+
+            def on_tick(obs, _cmd):
+                for role in ROLES:
+                    renderer.render(sim.data, role, out=images[role])
+                writer.add_frame(make_mosaic_from_roles(images))
+                qpos.append(np.asarray(obs.q, np.float32))
+                if gt is not None:
+                    gt.add(sim.data)
+
+            try:
+                result = run_episode(sim, demo, seed, control_rate=opts.fps, on_tick=on_tick)
+                if not result.success and not opts.keep_failures:
+                    writer.abort()
+                    done[str(seed)] = {"episode": None, "success": False}
+                    log.info("seed %d: demonstration failed (stage %d), left out", seed, result.max_stage)
+                else:
+                    if gt is not None:
+                        gt.save(ground_truth_path(task_dir, eid))
+                    writer.commit(np.stack(qpos), instruction, embedding)
+                    done[str(seed)] = {"episode": eid, "success": bool(result.success), "frames": len(qpos)}
+            except BaseException:
+                writer.abort()
+                ground_truth_path(task_dir, eid).unlink(missing_ok=True)
+                raise
+            marker.write_text(json.dumps({"settings": settings, "seeds": done}, indent=1))
+            bar.set_postfix(kept=sum(1 for d in done.values() if d["episode"]))
+    finally:
+        renderer.close()
+        if gt is not None:
+            gt.close()
+    kept = [d["episode"] for d in done.values() if d["episode"]]
+    if kept:
+        refs = [r for r in find_episodes(out_dir) if r.task_dir == task_dir and r.episode_id in kept]
+        write_dataset_stats(out_dir, opts.stats_key, refs)
+    return {"task": opts.task, "episodes": len(kept), "failed": sum(1 for d in done.values() if not d["success"]),
+            "frames": sum(d.get("frames", 0) for d in done.values()), "seconds": round(time.perf_counter() - t0, 1),
+            "ground_truth": list(opts.ground_truth)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="motus-sim-dataset", description=__doc__.split("\n\n")[0])
+    p.add_argument("output_dir", type=Path, help="dataset root (episodes go to OUTPUT_DIR/<task>/)")
+    p.add_argument("--task", default="transfer_cube", choices=("transfer_cube", "insertion"))
+    p.add_argument("--episodes", type=int, default=10, help="number of seeded demonstrations (default 10)")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--size", default="240x320", help="camera image size HxW (default 240x320)")
+    p.add_argument("--ground-truth", default="", help="camera roles to store exact depth/segmentation/flow for, "
+                   "comma separated (e.g. high or high,left_wrist,right_wrist); default none")
+    p.add_argument("--keep-failures", action="store_true", help="also keep failed demonstrations")
+    p.add_argument("--stats-key", default="sim_aloha", help="stat.json key (default sim_aloha)")
+    p.add_argument("--text-encoder", help="converted umT5 directory for the instruction embeddings")
+    p.add_argument("--tiny-text-encoder", action="store_true", help="tiny random umT5 (tests and demos only)")
+    p.add_argument("--device", default="cpu", help="device of the text encoder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        h, w = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        print(f"motus-sim-dataset: --size must be HxW, got {args.size!r}", file=sys.stderr)
+        return 2
+    roles = tuple(r.strip() for r in args.ground_truth.split(",") if r.strip())
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        print(f"motus-sim-dataset: unknown camera roles {unknown}; choose from {ROLES}", file=sys.stderr)
+        return 2
+    from motus_core.data.convert import text_encoder_from_args
+
+    encoder = text_encoder_from_args(args)
+    opts = SimDatasetOptions(task=args.task, episodes=args.episodes, first_seed=args.first_seed, height=h, width=w,
+                             ground_truth=roles, keep_failures=args.keep_failures, stats_key=args.stats_key)
+    try:
+        summary = generate(args.output_dir, opts, text_encoder=encoder, progress=not args.quiet)
+    except (ValueError, OSError) as exc:
+        print(f"motus-sim-dataset: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
