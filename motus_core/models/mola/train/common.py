@@ -352,7 +352,20 @@ class Trainer:
         bar.close()
         if writer is not None:
             writer.close()
+        if di.world > 1:
+            self._check_ranks_in_sync(trainable)
         return step
+
+    def _check_ranks_in_sync(self, params: list[torch.Tensor]) -> None:
+        """DDP keeps every rank's weights equal; a divergence (a rank that skipped a step, a parameter
+        outside DDP's reducer) would export one rank's weights silently, so compare a checksum."""
+        total = float(sum(p.detach().double().sum().item() + p.detach().double().abs().sum().item() for p in params))
+        sums = [None] * self.di.world
+        dist.all_gather_object(sums, total)
+        if any(abs(v - sums[0]) > 1e-9 * max(1.0, abs(sums[0])) for v in sums):
+            raise RuntimeError(f"{self.name}: ranks ended with different weights (checksums {sums})")
+        if self.di.main:
+            log.info("%s: %d ranks in sync (weight checksum %.12g)", self.name, self.di.world, sums[0])
 
 
 def dataclass_to_dict(obj) -> dict:
