@@ -454,3 +454,20 @@ def test_a_liveliness_lapse_only_slows_the_robot_down(limits, motion):
     assert np.max(np.abs(run.velocities[b + 40])) > 0.05  # moving again
     assert_within_limits(run, limits)
     assert ex.guard.hits == 0
+
+
+@pytest.mark.parametrize("strategy", ["sync", "temporal_ensemble", "rtc"])
+def test_status_reports_the_running_chunk_and_its_time_shift(limits, motion, strategy):
+    """The visualizer greys executed actions with this: TE and RTC run actions at their own times
+    (shift 0), sync re-anchors a chunk to its arrival (shift = arrival - observation stamp)."""
+    ex = ChunkExecutor(ExecutorConfig(strategy=strategy), limits)
+    ex.on_measured_state(0.0, motion[0])
+    for i in range(40):
+        ex.tick(i * 0.005)
+    assert ex.status()["active_chunk_id"] == 0
+    chunk = ActionChunk(actions=motion[1:49], step_period=1 / 30, stamp=0.1, info={"chunk_id": 7})
+    assert ex.on_chunk(chunk, 0.2).accepted
+    st = ex.status()
+    assert st["active_chunk_id"] == 7
+    expected = 0.1 if strategy == "sync" else 0.0  # sync: the first action one step after arrival, not after the stamp
+    assert st["active_chunk_time_offset"] == pytest.approx(expected, abs=1e-9)

@@ -59,6 +59,10 @@ class Scenario:
         self.pub_pred = self.node.create_publisher(PredictedFuture, "/policy/predicted_future", 10)
         self.pub_cams = {r: self.node.create_publisher(Image, c.topic, 10) for r, c in PROFILE.cameras.items()}
         self.pub_js = self.node.create_publisher(JointState, "/joint_states", 10)
+        from motus_msgs.msg import ExecutorStatus
+
+        self.ExecutorStatus = ExecutorStatus
+        self.pub_exec = self.node.create_publisher(ExecutorStatus, "/executor/status", 10)
         self.markers, self.ghost, self.sheets, self.sheets_actual, self.comparisons = [], [], [], [], []
         self.views = {r: [] for r in PROFILE.cameras}
         self.node.create_subscription(MarkerArray, "/motus/viz/trajectory", lambda m: self.markers.append((time.monotonic(), m)), latched)
@@ -227,6 +231,18 @@ def scenario(tmp_path_factory):
         s.pub_chunk.publish(s.chunk_msg(q2, s.now(), 2))
         if URDF.is_file():
             assert s.spin_until(lambda: len(s.markers) > n_before and _chunk_id(s.markers[-1][1]) == 2), "no markers after garbage"
+        # 4) a sync-strategy executor re-anchors chunk 3 (observed 1 s ago) to its arrival: its status says
+        # so, and the greying must follow the executor, not the chunk's own (already passed) times
+        if URDF.is_file():
+            assert s.spin_until(lambda: s.node.count_subscribers("/executor/status") >= 1, timeout=10)
+            st = s.ExecutorStatus(active_chunk_id=3, active_chunk_time_offset=1.0)
+            for _ in range(3):
+                s.pub_exec.publish(st)
+                s.pause(0.1)
+            n_before = len(s.markers)
+            s.pub_chunk.publish(s.chunk_msg(q, s.now() - 1.0, 3))
+            assert s.spin_until(lambda: len(s.markers) > n_before and _chunk_id(s.markers[-1][1]) == 3), "no markers for chunk 3"
+            s.pause(0.5)
         s.pause(1.5)  # the recorder's last messages
         result.update(scenario=s, q=q, q2=q2, t0=t0, t_obs=t_obs, viz_alive=viz.poll() is None)
     except AssertionError as exc:  # say what the nodes said
@@ -306,6 +322,19 @@ def test_executed_part_turns_grey_as_the_chunk_runs(scenario):
     assert grey_counts == sorted(grey_counts), "the executed part must only grow"
     assert grey_counts[0] < K and grey_counts[-1] == K, grey_counts
     assert len(set(grey_counts)) >= 3, f"greying should advance in steps as time passes: {grey_counts}"
+
+
+@needs_urdf
+def test_greying_follows_the_executors_time_shift(scenario):
+    """Chunk 3 was stamped 1 s in the past (30 actions by its own times) but the executor status said it
+    runs 1 s later (sync re-anchoring): only what ran since it arrived may be grey."""
+    s = scenario["scenario"]
+    third = [m for _, m in s.markers if _chunk_id(m) == 3]
+    assert third
+    grey = [sum(1 for c in _markers_by_ns(m)["left/path"].colors if abs(c.r - c.g) < 1e-6 and abs(c.g - c.b) < 1e-6)
+            for m in third]
+    assert grey[0] <= 6, grey  # by its own times 30 actions would be grey at once
+    assert grey == sorted(grey) and len(set(grey)) >= 3, grey  # then it advances as the executor runs it
 
 
 @needs_urdf

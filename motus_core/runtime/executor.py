@@ -165,6 +165,7 @@ class ChunkExecutor:
         self._outstanding: float | None = None
         self._exec_at_request = 0.0
         self._last_chunk_stamp = -math.inf
+        self.active_chunk: tuple[int, float] = (0, 0.0)  # (chunk_id, time offset) of the chunk being executed
         # counters
         self.chunks_received = 0
         self.chunks_rejected = 0
@@ -238,6 +239,9 @@ class ChunkExecutor:
         self._suspended = None
         self._switch_to(plan, now, p_now, v_now, a_now)
         self._last_chunk_stamp = chunk.stamp
+        # every strategy keeps the chunk's spacing and its last action, so the last planned time minus the
+        # chunk's own last time is the shift its actions run with (the visualizer greys executed actions by it)
+        self.active_chunk = (cp.chunk_id, float(times[-1] - cp.times[-1]))
         self._outstanding = None
         self.chunks_received += 1
         self.boundaries.append(now)
@@ -376,6 +380,7 @@ class ChunkExecutor:
         self._cmd_hist.clear()
         self._outstanding = None
         self._last_chunk_stamp = -math.inf
+        self.active_chunk = (0, 0.0)
         self._fresh_after = now
         self.guard.p = None
         self.guard.t = None
@@ -588,6 +593,8 @@ class ChunkExecutor:
             "watchdog_stops": self.watchdog_stops,
             "clock_jumps": self.clock_jumps,
             "committed_actions": committed,
+            "active_chunk_id": self.active_chunk[0],
+            "active_chunk_time_offset": self.active_chunk[1],
             "measured_delay": self.delays.last or 0,
             "expected_delay": self.expected_delay(),
             "delay_stats": self.delays.stats(),

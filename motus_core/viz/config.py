@@ -14,6 +14,9 @@ class VisualizerConfig:
     urdf: str = _p("", "URDF for forward kinematics; empty: the profile's 'urdf'")
     action_chunk_topic: str = _p("/policy/action_chunk", "motus_msgs/ActionChunk input (the policy node's ~/action_chunk)")
     predicted_future_topic: str = _p("/policy/predicted_future", "motus_msgs/PredictedFuture input (the policy node's ~/predicted_future)")
+    executor_status_topic: str = _p(
+        "/executor/status", "motus_msgs/ExecutorStatus input: which chunk runs and its time shift, so the executed part "
+        "greys as the executor actually runs it (without it: by the chunk's own action times)")
     output_prefix: str = _p("/motus/viz", "namespace of the published images and markers")
     ghost_prefix: str = _p("ghost", "the ghost robot's JointState goes to /<ghost_prefix>/joint_states (for a second robot_state_publisher)")
     subscribe_live: bool = _p(True, "subscribe to the profile's camera topics (needed for the comparison and predicted-vs-actual sheets)")

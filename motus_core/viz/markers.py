@@ -122,9 +122,10 @@ class ChunkPath:
         """Absolute time of each action target (``stamp + (k + 1) * step_period``)."""
         return self.stamp + self.step_period * np.arange(1, self.num_steps + 1)
 
-    def executed(self, now: float) -> int:
-        """Number of actions whose target time is not after ``now``."""
-        return int(np.searchsorted(self.times(), now + 1e-9, side="right"))
+    def executed(self, now: float, time_offset: float = 0.0) -> int:
+        """Number of actions whose target time, shifted by ``time_offset`` (the executor's re-anchoring of
+        the chunk, see ExecutorStatus), is not after ``now``."""
+        return int(np.searchsorted(self.times() + time_offset, now + 1e-9, side="right"))
 
     @property
     def end_positions(self) -> np.ndarray:

@@ -387,6 +387,8 @@ class ExecutorNode(Node):
         msg.limit_hits = st["limit_hits"]
         msg.committed_actions = st["committed_actions"]
         msg.measured_delay = st["measured_delay"]
+        msg.active_chunk_id = int(st["active_chunk_id"])
+        msg.active_chunk_time_offset = float(st["active_chunk_time_offset"])
         msg.command_rate_hz = float(self._command_rate())
         msg.message = st["message"]
         self.status_pub.publish(msg)

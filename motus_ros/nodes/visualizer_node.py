@@ -25,6 +25,7 @@ from __future__ import annotations
 import motus_ros  # noqa: F401  (DDS environment before rclpy)
 from motus_ros.node_main import run_node  # noqa: E402
 
+import math
 import sys
 import time
 from collections import Counter
@@ -43,7 +44,7 @@ from motus_core.viz.frames import VizInputError, split_prediction
 from motus_core.viz.kinematics import KinematicsError, chain_fk_for_profile, urdf_joint_names_for_profile
 from motus_core.viz.markers import MarkerStyle, TrajectoryMarkers, ghost_positions
 from motus_core.viz.render import chunk_contact_sheet, contact_sheet, side_by_side
-from motus_msgs.msg import ActionChunk, PredictedFuture
+from motus_msgs.msg import ActionChunk, ExecutorStatus, PredictedFuture
 from motus_ros.params import declare_parameters
 from motus_ros.conversions import image_msg, image_msg_to_rgb, time_msg, time_to_sec
 from motus_ros.viz_msgs import marker_array_msg
@@ -85,6 +86,7 @@ class VisualizerNode(Node):
         self._joint_states: dict[str, JointState] = {}
         self._path = None
         self._executed = -1
+        self._exec_offsets: dict[int, float] = {}  # chunk_id -> time shift the executor runs it with
         self._scheduled: list[tuple[float, str, np.ndarray, int]] = []  # (time, role, view, chunk_id)
 
         self.pub_views = {r: self.create_publisher(Image, f"{prefix}/predicted/{r}", RELIABLE) for r in roles}
@@ -96,6 +98,8 @@ class VisualizerNode(Node):
 
         self.create_subscription(ActionChunk, cfg.action_chunk_topic, self._on_chunk, RELIABLE)
         self.create_subscription(PredictedFuture, cfg.predicted_future_topic, self._on_prediction, RELIABLE)
+        if cfg.executor_status_topic:
+            self.create_subscription(ExecutorStatus, cfg.executor_status_topic, self._on_executor_status, 10)
         for src in self.profile.state_sources:
             self.create_subscription(JointState, src.topic, lambda m, t=src.topic: self._on_joint_state(t, m), qos_profile_sensor_data)
         if cfg.subscribe_live:
@@ -169,6 +173,13 @@ class VisualizerNode(Node):
     def _on_prediction(self, msg: PredictedFuture) -> None:
         self._guard("prediction", self._handle_prediction, msg)
 
+    def _on_executor_status(self, msg: ExecutorStatus) -> None:
+        offset = float(msg.active_chunk_time_offset)
+        if msg.active_chunk_id and math.isfinite(offset):
+            self._exec_offsets[int(msg.active_chunk_id)] = offset
+            while len(self._exec_offsets) > 16:
+                self._exec_offsets.pop(next(iter(self._exec_offsets)))
+
     def _handle_prediction(self, msg: PredictedFuture) -> None:
         frames = [image_msg_to_rgb(f) for f in msg.frames]
         cond = image_msg_to_rgb(msg.condition_frame) if msg.condition_frame.height > 0 else None
@@ -221,7 +232,7 @@ class VisualizerNode(Node):
     def _publish_markers(self) -> None:
         if self._path is None or self.trajectory is None:
             return
-        executed = self._path.executed(self._now())
+        executed = self._path.executed(self._now(), self._exec_offsets.get(int(self._path.chunk_id), 0.0))
         if executed == self._executed:
             return
         self._executed = executed
