@@ -483,6 +483,13 @@ def repair(episodes_dir: Path) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------------------------------ CLI
 
 
+def add_text_encoder_args(p: argparse.ArgumentParser) -> None:
+    """The instruction-embedding options shared by the dataset writers (read by text_encoder_from_args)."""
+    p.add_argument("--text-encoder", help="converted umT5 directory (motus-convert-checkpoint --umt5) for the instruction embeddings")
+    p.add_argument("--tiny-text-encoder", action="store_true", help="tiny random umT5 (tests and demos only)")
+    p.add_argument("--device", default="cpu", help="device of the text encoder")
+
+
 def text_encoder_from_args(args):
     """The umT5 encoder chosen by --text-encoder / --tiny-text-encoder (None: no embeddings)."""
     if args.tiny_text_encoder:
@@ -505,10 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="motus", help="dataset layout to write (default motus)")
     p.add_argument("--task", help="task folder name (default: the task recorded with each episode)")
     p.add_argument("--stats-key", help="stat.json key (default: the robot profile's stats key)")
-    p.add_argument("--text-encoder", help="converted umT5 directory (motus-convert-checkpoint --umt5) for the instruction embeddings")
-    p.add_argument("--tiny-text-encoder", action="store_true", help="tiny random umT5 (tests and demos only)")
+    add_text_encoder_args(p)
     p.add_argument("--embedding-cache", type=Path, help="cache directory of instruction embeddings (default: OUTPUT_DIR/.embedding_cache)")
-    p.add_argument("--device", default="cpu", help="device of the text encoder")
     p.add_argument("--max-age", type=float, default=0.1, help="seconds a stream may lag the high camera at a frame (default 0.1)")
     p.add_argument("--max-gap", type=float, default=0.1, help="longest hole between high-camera frames in seconds (default 0.1)")
     p.add_argument("--fps", type=int, default=30, help="dataset frame rate; the high camera must run at it (default 30)")

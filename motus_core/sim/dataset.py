@@ -136,6 +136,8 @@ def generate(out_dir: str | Path, opts: SimDatasetOptions, *, text_encoder=None,
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from motus_core.data.convert import add_text_encoder_args
+
     p = argparse.ArgumentParser(prog="motus-sim-dataset", description=__doc__.split("\n\n")[0])
     p.add_argument("output_dir", type=Path, help="dataset root (episodes go to OUTPUT_DIR/<task>/)")
     p.add_argument("--task", default="transfer_cube", choices=("transfer_cube", "insertion"))
@@ -146,9 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "comma separated (e.g. high or high,left_wrist,right_wrist); default none")
     p.add_argument("--keep-failures", action="store_true", help="also keep failed demonstrations")
     p.add_argument("--stats-key", default="sim_aloha", help="stat.json key (default sim_aloha)")
-    p.add_argument("--text-encoder", help="converted umT5 directory for the instruction embeddings")
-    p.add_argument("--tiny-text-encoder", action="store_true", help="tiny random umT5 (tests and demos only)")
-    p.add_argument("--device", default="cpu", help="device of the text encoder")
+    add_text_encoder_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
