@@ -131,8 +131,11 @@ def policy_demo(ns) -> int:
             print(f"command stream {s['command_rate_hz']:.0f} Hz (sim time), period error p99 {s.get('command_period_error_ms_p99', 0):.2f} ms; "
                   f"limit hits {s['limit_hits']}, peak velocity {100 * s['peak_velocity_ratio']:.0f} % / acceleration "
                   f"{100 * s['peak_acceleration_ratio']:.0f} % of the limits")
-            print(f"chunk boundaries: velocity change max {s['boundary_velocity_jump_max']:.3f}, mean {s['boundary_velocity_jump_mean']:.3f} "
-                  f"rad/s; RMS jerk {s['rms_jerk']:.1f} rad/s^3")
+            print(f"chunk boundaries (largest step of the commanded stream per 5 ms tick): position {s['boundary_step_position']:.1e} rad, "
+                  f"velocity {s['boundary_step_velocity']:.4f} rad/s, acceleration {100 * s['boundary_step_acceleration_ratio']:.1f} % of the limit; "
+                  f"RMS jerk {s['rms_jerk']:.1f} rad/s^3")
+            print(f"plan hand-over: velocity differs from the replaced plan by at most {s['boundary_velocity_jump_max']:.3f} rad/s "
+                  f"(mean {s['boundary_velocity_jump_mean']:.3f}) while blending")
     else:
         print("the executor wrote no summary (see its log above)")
     print(f"task success reported by the simulator: {'yes' if watcher.success else 'no'}")

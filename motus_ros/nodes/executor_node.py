@@ -411,9 +411,9 @@ class ExecutorNode(Node):
                "chunks_rejected": st["chunks_rejected"], "limit_hits": st["limit_hits"], "limit_hits_by_kind": st["limit_hits_by_kind"],
                "watchdog_stops": st["watchdog_stops"], "clock_jumps": st["clock_jumps"], "delay_actions": st["delay_stats"], "rejections": list(self.core.rejections)[-5:]}
         if n > 10:
-            t, P, V = self._hist_t[order], self._hist_p[order], self._hist_v[order]
+            t, P, V, A = self._hist_t[order], self._hist_p[order], self._hist_v[order], self._hist_a[order]
             keep = np.concatenate([[True], np.diff(t) > 1e-9])
-            t, P, V = t[keep], P[keep], V[keep]
+            t, P, V, A = t[keep], P[keep], V[keep], A[keep]
             out["command_rate_hz"] = float((len(t) - 1) / (t[-1] - t[0])) if t[-1] > t[0] else 0.0
             lv = metrics.limit_violations(t, P, self.limits.lower, self.limits.upper, self.limits.velocity, self.limits.acceleration)
             out["peak_velocity_ratio"] = lv["velocity_ratio"]
@@ -421,6 +421,12 @@ class ExecutorNode(Node):
             jumps = metrics.switch_velocity_jumps(t, V, [s for s in switches if s[0] >= t[0]])
             out["boundary_velocity_jump_max"] = float(jumps.max()) if jumps.size else 0.0
             out["boundary_velocity_jump_mean"] = float(jumps.mean()) if jumps.size else 0.0
+            # the continuity of the commanded stream itself at each switch (what the tests bound)
+            step = metrics.step_discontinuities(t, P, V, A, [s[0] for s in switches if s[0] > t[0]],
+                                                acc_scale=self.limits.acceleration)
+            out["boundary_step_position"] = step["position"]
+            out["boundary_step_velocity"] = step["velocity"]
+            out["boundary_step_acceleration_ratio"] = step["acceleration"]
             out["rms_jerk"] = metrics.rms_jerk(t, P)
         if self.latencies:
             lat = np.array(self.latencies)
@@ -463,8 +469,11 @@ def format_summary(s: dict) -> str:
                      f"p99 {s.get('command_period_error_ms_p99', 0):.2f} ms")
         lines.append(f"  limits: {s['limit_hits']} clamped ticks {s['limit_hits_by_kind']}; peak velocity {s['peak_velocity_ratio'] * 100:.0f} % "
                      f"and acceleration {s['peak_acceleration_ratio'] * 100:.0f} % of the limits")
-        lines.append(f"  chunk boundaries: velocity change max {s['boundary_velocity_jump_max']:.3f} mean {s['boundary_velocity_jump_mean']:.3f} "
-                     f"(units/s); RMS jerk {s['rms_jerk']:.1f} units/s^3")
+        lines.append(f"  chunk boundaries: largest step of the commanded stream at a switch (per 5 ms tick): position "
+                     f"{s['boundary_step_position']:.2e}, velocity {s['boundary_step_velocity']:.4f} units/s, acceleration "
+                     f"{100 * s['boundary_step_acceleration_ratio']:.1f} % of the limit; RMS jerk {s['rms_jerk']:.1f} units/s^3")
+        lines.append(f"  hand-over: the new plan's velocity differs from the replaced plan's by at most "
+                     f"{s['boundary_velocity_jump_max']:.3f} (mean {s['boundary_velocity_jump_mean']:.3f}) units/s during the blend")
     if "inference_latency_ms_p50" in s:
         lines.append(f"  inference latency: p50 {s['inference_latency_ms_p50']:.0f} ms, p99 {s['inference_latency_ms_p99']:.0f} ms")
     if s.get("rejections"):
