@@ -4,6 +4,8 @@
   (an interrupted required node, e.g. the demonstrator, reports its own code through ``spin``).
 * Ctrl-C can tear the context down while rclpy is taking a message, which raises an RCL error inside
   the executor: after shutdown that is not an error (rclpy race), before shutdown it is re-raised.
+  rclpy's signal handler shuts the context down from another thread, so the error can surface a
+  moment before ``rclpy.ok()`` turns false: wait up to ``SHUTDOWN_GRACE`` s for it before deciding.
 * ``on_exit(node)`` runs before the node is destroyed (summaries, closing files), also after errors.
 * A node that cannot be built from its parameters (``ValueError``/``SystemExit`` in its constructor)
   prints why and exits with 2 instead of a traceback.
@@ -11,12 +13,23 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Callable, TypeVar
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
 
 N = TypeVar("N")
+SHUTDOWN_GRACE = 0.5  # s
+
+
+def _shutting_down(grace: float = SHUTDOWN_GRACE) -> bool:
+    end = time.monotonic() + grace
+    while rclpy.ok():
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _default_spin(node) -> int:
@@ -43,7 +56,7 @@ def run_node(make_node: Callable[[], N], args=None, *, spin: Callable[[N], int |
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except Exception:  # noqa: BLE001 - decided below
-        if rclpy.ok():
+        if not _shutting_down():
             raise
         code = interrupted_code  # Ctrl-C tore the context down while a message was being taken
     finally:
