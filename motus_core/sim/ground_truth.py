@@ -22,6 +22,7 @@ the frames it needs). :class:`GroundTruthEpisode` reads it back and computes flo
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -156,8 +157,8 @@ class GroundTruthRecorder:
             raise GroundTruthError("no frames recorded")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        intr = np.array([[*self.renderer.sizes[r], *(lambda k: (k.fx, k.fy, k.cx, k.cy))(self.renderer.intrinsics(r))]
-                         for r in self.roles], dtype=np.float64)
+        ks = {r: self.renderer.intrinsics(r) for r in self.roles}
+        intr = np.array([[*self.renderer.sizes[r], ks[r].fx, ks[r].fy, ks[r].cx, ks[r].cy] for r in self.roles], dtype=np.float64)
         names = [mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_BODY, b) or "" for b in range(self.model.nbody)]
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
         np.savez_compressed(
@@ -192,6 +193,17 @@ class GroundTruthEpisode:
         if classes != SEMANTIC_CLASSES:
             raise GroundTruthError(f"{self.path}: semantic classes {classes} differ from {SEMANTIC_CLASSES}")
         self._intr = {r: row for r, row in zip(self.roles, self._npz["intrinsics"])}
+        self._images: OrderedDict[str, np.ndarray] = OrderedDict()  # a frame is read for depth, classes and flow
+
+    def _image(self, kind: str, role: str, t: int) -> np.ndarray:
+        self._role(role)
+        key = f"{kind}_{role}_{self._frame(t):06d}"
+        if key not in self._images:
+            self._images[key] = self._npz[key]
+            while len(self._images) > 8:
+                self._images.popitem(last=False)
+        self._images.move_to_end(key)
+        return self._images[key]
 
     def _role(self, role: str) -> int:
         if role not in self.roles:
@@ -208,12 +220,10 @@ class GroundTruthEpisode:
         return int(h), int(w)
 
     def depth(self, role: str, t: int) -> np.ndarray:
-        self._role(role)
-        return self._npz[f"depth_{role}_{self._frame(t):06d}"].astype(np.float32)
+        return self._image("depth", role, t).astype(np.float32)
 
     def body(self, role: str, t: int) -> np.ndarray:
-        self._role(role)
-        return self._npz[f"body_{role}_{self._frame(t):06d}"].astype(np.int64)
+        return self._image("body", role, t).astype(np.int64)
 
     def semantic(self, role: str, t: int) -> np.ndarray:
         """Class index per pixel; background where no geom is hit."""
@@ -227,7 +237,6 @@ class GroundTruthEpisode:
         later depth buffer and still count as visible.
         """
         r = self._role(role)
-        self._frame(ta), self._frame(tb)
         h, w, fx, fy, cx, cy = self._intr[role]
         h, w = int(h), int(w)
         depth_a, body_a, depth_b = self.depth(role, ta), self.body(role, ta), self.depth(role, tb)

@@ -232,7 +232,7 @@ class IdmPretrainStage(StageModule):
         s2, modality = self.s2, {}
         for name in self.cfg.idm.names:
             if name == "depth":
-                a, b = sim_depth_target(maps["depth"][:, 0], s2.depth_grid), sim_depth_target(maps["depth"][:, 1], s2.depth_grid)
+                a, b = (sim_depth_target(maps["depth"][:, i], s2.depth_grid) for i in (0, 1))
                 modality[name] = (a.value, b.value, None)
             elif name == "semantic":
                 a, b = (sim_semantic_target(maps["labels"][:, i], s2.semantic_grid) for i in (0, 1))
