@@ -349,6 +349,23 @@ def test_command_guard_limits_every_tick(limits):
     np.testing.assert_allclose(p, goal, atol=1e-9)  # and it gets there
 
 
+def test_command_guard_repeats_the_last_command_while_the_clock_stands_still(limits):
+    """Sim time advances in physics steps, so several command ticks can share a stamp: each must
+    send exactly what the first one did (a pose reached at rest reads v = 0, not the last tick's
+    finite difference)."""
+    g = CommandGuard(limits, slack=1.0)
+    p0 = np.asarray(limits.lower) + 0.5 * (limits.upper - limits.lower)
+    g.reset(0.0, p0)
+    g.apply(0.01, p0 + 1e-4, np.full(14, 0.01), np.zeros(14))
+    first = g.apply(0.02, p0 + 1.2e-4, np.zeros(14), np.zeros(14))  # came to rest this tick
+    assert not first[3] and np.all(first[1] == 0.0)
+    for _ in range(3):
+        again = g.apply(0.02, p0 + 5.0, np.ones(14), np.ones(14))  # the clock did not advance
+        for x, y in zip(first[:3], again[:3]):
+            np.testing.assert_array_equal(x, y)
+        assert not again[3]
+
+
 def test_estop_latch():
     e = EStopLatch()
     assert e.trigger("a") and not e.trigger("b")

@@ -382,9 +382,7 @@ class ChunkExecutor:
         self._last_chunk_stamp = -math.inf
         self.active_chunk = (0, 0.0)
         self._fresh_after = now
-        self.guard.p = None
-        self.guard.t = None
-        self.guard.dt = None
+        self.guard.forget()
         if self.state != ExecState.ESTOP:
             self.state = ExecState.HOLDING
         self.message = f"clock jumped from {before:.3f} s to {now:.3f} s: holding, waiting for a fresh joint state"

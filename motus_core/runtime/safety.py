@@ -160,6 +160,9 @@ class CommandGuard:
         self.v: np.ndarray | None = None  # finite-difference velocity of the last tick
         self.t: float | None = None
         self.dt: float | None = None  # length of the last tick (the velocities are averages over ticks)
+        # what the last tick sent, repeated verbatim while the clock stands still
+        self.v_sent: np.ndarray | None = None
+        self.a_sent: np.ndarray | None = None
         self.hits = 0
         self.hits_by_kind = {"position": 0, "velocity": 0, "acceleration": 0}
 
@@ -168,6 +171,12 @@ class CommandGuard:
         self.p = np.array(p, dtype=np.float64)
         self.v = np.zeros_like(self.p) if v is None else np.array(v, dtype=np.float64)
         self.dt = None
+        self.v_sent = self.v.copy()
+        self.a_sent = np.zeros_like(self.p)
+
+    def forget(self) -> None:
+        """Drop the last command (after a clock jump): the next ``apply`` starts afresh."""
+        self.p = self.v = self.t = self.dt = self.v_sent = self.a_sent = None
 
     def _braking_speed(self, distance: np.ndarray, dt: float) -> np.ndarray:
         """Fastest speed from which ticks of ``dt`` at deceleration ``a_max`` stop within ``distance``.
@@ -186,8 +195,9 @@ class CommandGuard:
             self.reset(t, np.clip(p, lim.lower, lim.upper))
         dt = float(t) - self.t
         if dt <= 0.0:
-            # The clock did not advance (e.g. sim time slower than the command loop): repeat.
-            return self.p.copy(), self.v.copy(), np.zeros_like(self.p), False
+            # The clock did not advance (e.g. sim time slower than the command loop): repeat the last
+            # command exactly (not the tick's finite-difference velocity: a held pose must read v = 0).
+            return self.p.copy(), self.v_sent.copy(), self.a_sent.copy(), False
         p = np.array(p, dtype=np.float64)
         v = np.array(v, dtype=np.float64)
         a = np.array(a, dtype=np.float64)
@@ -206,7 +216,8 @@ class CommandGuard:
         inside = np.all(p >= lim.lower) and np.all(p <= lim.upper) and np.all(v_tick <= v_up) and np.all(v_tick >= v_lo)
         if inside and np.all(np.abs(v_tick) <= self.v_max) and np.all(np.abs(v_tick - self.v) <= dv_max):
             self.t, self.p, self.v, self.dt = float(t), p, v_tick, dt
-            return p.copy(), np.clip(v, -self.v_max, self.v_max), np.clip(a, -self.a_max, self.a_max), False
+            self.v_sent, self.a_sent = np.clip(v, -self.v_max, self.v_max), np.clip(a, -self.a_max, self.a_max)
+            return p.copy(), self.v_sent.copy(), self.a_sent.copy(), False
         # Binding: move towards the target as fast as the limits allow without overshooting it,
         # i.e. along the braking curve |v - v_target| <= sqrt(2 a |e|) (and towards the position limits
         # along the curve that stops at them).
@@ -233,7 +244,8 @@ class CommandGuard:
         for k in kinds:
             self.hits_by_kind[k] += 1
         self.t, self.p, self.v, self.dt = float(t), p_out, v_out, dt
-        return p_out.copy(), v_out.copy(), np.clip(a_out, -self.a_max, self.a_max), True
+        self.v_sent, self.a_sent = v_out.copy(), np.clip(a_out, -self.a_max, self.a_max)
+        return p_out.copy(), self.v_sent.copy(), self.a_sent.copy(), True
 
 
 class EStopLatch:
