@@ -32,6 +32,15 @@ def _shutting_down(grace: float = SHUTDOWN_GRACE) -> bool:
     return True
 
 
+def log_summary(node, text: str) -> None:
+    """Log a node's closing summary: to /rosout while the context lives, else to stderr (after
+    Ctrl-C the context, and /rosout with it, is already gone)."""
+    if node.context.ok():
+        node.get_logger().info(text)
+    else:
+        print(text, file=sys.stderr, flush=True)
+
+
 def _default_spin(node) -> int:
     rclpy.spin(node)
     return 0

@@ -19,7 +19,7 @@ Options of ``record`` are the fields of ``VizRecorderConfig`` (also settable as 
 from __future__ import annotations
 
 import motus_ros  # noqa: F401  (DDS environment before rclpy)
-from motus_ros.node_main import run_node  # noqa: E402
+from motus_ros.node_main import log_summary, run_node  # noqa: E402
 
 import argparse
 import importlib
@@ -251,10 +251,7 @@ class VizRecorder(Node):
         size = self.output.stat().st_size if self.output.exists() else 0
         summary = ", ".join(f"{t} {n}" for t, n in sorted(self.counts.items())) or "no messages"
         text = f"Wrote {self.output} ({size / 1e6:.1f} MB): {summary}"
-        if self.context.ok():
-            self.get_logger().info(text)
-        else:  # after Ctrl-C the context is gone and /rosout with it
-            print(text, file=sys.stderr, flush=True)
+        log_summary(self, text)
 
 
 # ------------------------------------------------------------------------------------ command line

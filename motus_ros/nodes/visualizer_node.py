@@ -23,7 +23,7 @@ Malformed input is logged (throttled) and counted, never fatal.
 from __future__ import annotations
 
 import motus_ros  # noqa: F401  (DDS environment before rclpy)
-from motus_ros.node_main import run_node  # noqa: E402
+from motus_ros.node_main import log_summary, run_node  # noqa: E402
 
 import math
 import sys
@@ -291,10 +291,7 @@ class VisualizerNode(Node):
         self._summarized = state
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "nothing received"
         text = f"Visualizer: {counts}; predicted frames matched {s.frames_matched}, unmatched {s.frames_unmatched}"
-        if self.context.ok():
-            self.get_logger().info(text)
-        else:  # after Ctrl-C the context is gone and /rosout with it
-            print(text, file=sys.stderr, flush=True)
+        log_summary(self, text)
 
 
 def main(args=None) -> int:
