@@ -24,6 +24,7 @@ from pathlib import Path
 
 from motus_ros.graph import describe_graph
 from motus_ros.launcher import run_graph
+from motus_core.runtime.strategies import strategy_names
 
 
 def record_demonstration(task: str, seed: int, out_dir: Path, robot: str = "sim_aloha") -> tuple[Path, int, dict]:
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-time", type=float, default=20.0, help="policy mode: seconds of closed-loop control")
     p.add_argument("--policy", default="demo", help="policy mode: demo (replay a scripted demonstration), tiny_motus, or a policy spec")
-    p.add_argument("--strategy", default="rtc", choices=("sync", "temporal_ensemble", "rtc"), help="policy mode: chunk execution strategy")
+    p.add_argument("--strategy", default="rtc", choices=strategy_names(), help="policy mode: chunk execution strategy")
     ns = p.parse_args(argv)
     if ns.mode == "scripted":
         return run_graph(describe_graph({"graph": "demo", "episodes": str(ns.episodes), "task": ns.task, "seed": str(ns.seed)}))

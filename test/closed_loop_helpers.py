@@ -136,6 +136,31 @@ class Monitor:
     def _on_joints(self, msg) -> None:
         self.joint_states.append((msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, np.asarray(msg.position, dtype=float)))
 
+    # ------------------------------------------------------------------ a stand-in policy status
+    def declare_policy(self, chunk_length: int, step_period: float, lease: float = 0.05):
+        """Publish a PolicyStatus with this chunk contract at 10 Hz (the test plays the policy): the
+        executor takes no chunk before it knows the contract. Returns a function that stops it."""
+        from rclpy.duration import Duration
+        from rclpy.qos import LivelinessPolicy, QoSProfile, ReliabilityPolicy
+
+        from motus_msgs.msg import PolicyStatus
+
+        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, liveliness=LivelinessPolicy.AUTOMATIC,
+                         liveliness_lease_duration=Duration(seconds=lease))
+        pub = self.node.create_publisher(PolicyStatus, "/policy/status", qos)
+
+        def beat():
+            msg = PolicyStatus(state=PolicyStatus.STATE_ACTIVE, model="test", chunk_length=int(chunk_length), step_period=float(step_period))
+            pub.publish(msg)
+
+        timer = self.node.create_timer(0.1, beat)
+
+        def stop():
+            self.node.destroy_timer(timer)
+            self.node.destroy_publisher(pub)
+
+        return stop
+
     # ------------------------------------------------------------------ camera relay
     def relay_camera(self, name: str, source_topic: str, dest_topic: str) -> None:
         """Republish ``source_topic`` on ``dest_topic`` while ``relay_enabled[name]`` (a camera that can stop)."""

@@ -134,6 +134,7 @@ def test_nan_chunk_is_rejected_and_the_robot_holds(env):
     mon.forget()
     record = tmp / "nan.npz"
     ex = start_executor("strategy:=rtc", f"record_file:={record}", "stop_on_rejected_chunk:=true")
+    stop_status = mon.declare_policy(48, 1 / 30)  # the chunk contract of the chunks below
 
     def chunk(values, chunk_id):
         msg = ActionChunk()
@@ -147,7 +148,8 @@ def test_nan_chunk_is_rejected_and_the_robot_holds(env):
         return msg
 
     try:
-        mon.wait(lambda: mon.exec_status is not None and mon.chunk_pub.get_subscription_count() > 0, 60, "the executor", procs=[ex])
+        mon.wait(lambda: mon.exec_status is not None and mon.exec_status.chunk_length == 48 and mon.chunk_pub.get_subscription_count() > 0, 60,
+                 "the executor (and its chunk contract)", procs=[ex])
         q = mon.joint_states[-1][1][:14]
         ramp = q + np.linspace(0.0, 0.05, 48)[:, None] * np.where(np.arange(14) % 7 == 6, 0.0, 1.0)
         # a chunk published while discovery is still settling can be lost: keep sending until three arrived
@@ -167,6 +169,7 @@ def test_nan_chunk_is_rejected_and_the_robot_holds(env):
         mon.wait(lambda: mon.clock > t0 + 0.5, 30, "half a second of sim time")
     finally:
         rec = finish(ex, record)
+        stop_status()
     status = json.loads(str(rec["status"]))
     assert status["chunks_rejected"] == 1 and status["chunks_received"] == received_valid
     assert_still_at_the_end(rec)

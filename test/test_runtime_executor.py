@@ -17,7 +17,7 @@ from motus_core.runtime.executor import ChunkExecutor, ExecState, ExecutorConfig
 from motus_core.runtime.offline import run_closed_loop, synthetic_motion
 from motus_core.runtime.prefix import prefix_for_observation
 from motus_core.runtime.safety import ChunkValidator, CommandGuard, EStopLatch, JointLimits, urdf_joint_limits
-from motus_core.runtime.strategies import DelayTracker, RTCStrategy, TemporalEnsembleStrategy, ChunkPlan
+from motus_core.runtime.strategies import DelayTracker, RTCConfig, RTCStrategy, TemporalEnsembleConfig, TemporalEnsembleStrategy, ChunkPlan
 from motus_core.flow.guidance import prefix_weights
 
 DELAY = 0.3  # s = 9 actions at 30 Hz = 60 command ticks at 200 Hz
@@ -116,7 +116,7 @@ class ContinuationPolicy(Policy):
 
 def test_rtc_prefix_is_what_executes_during_inference(limits, motion):
     policy = ContinuationPolicy(motion)
-    ex = ChunkExecutor(ExecutorConfig(strategy="rtc", execution_horizon=16), limits)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc", rtc=RTCConfig(execution_horizon=16)), limits)
     run = run_closed_loop(policy, ex, duration=5.0, initial_state=motion[0], inference_delay=DELAY)
     with_prefix = [r for r in policy.requests if r.prefix is not None]
     assert len(with_prefix) >= 5
@@ -157,7 +157,7 @@ def test_delay_tracker_skips_cold_start_and_uses_a_quantile():
 
 
 def test_measured_delay_ignores_time_spent_holding(limits, motion):
-    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits, chunk_length=48)
     ex.on_measured_state(0.0, motion[0])
     for i in range(40):
         ex.tick(i * 0.005)
@@ -254,7 +254,7 @@ def test_fade_in_from_a_distant_measured_pose(limits, motion, profile):
 
 
 def test_te_average_matches_act_weights():
-    te = TemporalEnsembleStrategy(decay=0.5, taper=0)
+    te = TemporalEnsembleStrategy(TemporalEnsembleConfig(decay=0.5, taper=0))
     times = 1.0 + np.arange(1, 11) / 30
     a = ChunkPlan(times=times, actions=np.zeros((10, 2)), stamp=1.0, step_period=1 / 30)
     b = ChunkPlan(times=times + 2 / 30, actions=np.ones((10, 2)), stamp=1 + 2 / 30, step_period=1 / 30)
@@ -477,7 +477,7 @@ def test_a_liveliness_lapse_only_slows_the_robot_down(limits, motion):
 def test_status_reports_the_running_chunk_and_its_time_shift(limits, motion, strategy):
     """The visualizer greys executed actions with this: TE and RTC run actions at their own times
     (shift 0), sync re-anchors a chunk to its arrival (shift = arrival - observation stamp)."""
-    ex = ChunkExecutor(ExecutorConfig(strategy=strategy), limits)
+    ex = ChunkExecutor(ExecutorConfig(strategy=strategy), limits, chunk_length=48)
     ex.on_measured_state(0.0, motion[0])
     for i in range(40):
         ex.tick(i * 0.005)

@@ -26,35 +26,14 @@ from typing import Callable, Sequence
 
 import torch
 
+from motus_core.flow import mask
+
 VelocityFn = Callable[[torch.Tensor], "tuple[torch.Tensor, object]"]
 
 
 def prefix_weights(chunk_length: int, delay: int, prefix_length: int, schedule: str = "exp") -> torch.Tensor:
-    """Soft mask W (chunk_length,) of RTC.
-
-    ``delay`` (d): actions that execute before the new chunk takes over (weight 1).
-    ``prefix_length``: how many actions of the previous plan overlap the new chunk (``H - s`` in the
-    paper); beyond it the weight is 0. Between the two the weight decays ("exp": the paper's
-    ``c (e^c - 1) / (e - 1)``, "linear": ``c``, "hard": 0).
-    """
-    if chunk_length <= 0:
-        raise ValueError("chunk_length must be positive")
-    p = max(0, min(int(prefix_length), chunk_length))
-    # Only actions that have a target can be frozen: a delay longer than the prefix would pull the
-    # unknown (zero-padded) tail of the target with weight 1 towards zero.
-    d = max(0, min(int(delay), p))
-    w = torch.zeros(chunk_length, dtype=torch.float64)
-    w[:d] = 1.0
-    if p > d and schedule != "hard":
-        i = torch.arange(d, p, dtype=torch.float64)
-        c = (p - i) / (p - d + 1)
-        if schedule == "exp":
-            w[d:p] = c * torch.expm1(c) / math.expm1(1.0)
-        elif schedule == "linear":
-            w[d:p] = c
-        else:
-            raise ValueError(f"unknown prefix weight schedule {schedule!r}")
-    return w
+    """Soft mask W (chunk_length,) of RTC as a float64 tensor: ``motus_core.flow.mask.prefix_weights``."""
+    return torch.from_numpy(mask.prefix_weights(chunk_length, delay, prefix_length, schedule))
 
 
 def guidance_weight(t: float, max_guidance: float) -> float:

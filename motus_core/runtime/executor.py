@@ -32,8 +32,9 @@ from enum import IntEnum
 import numpy as np
 
 from motus_core.policy.base import ActionChunk
+from motus_core.runtime.contract import ChunkContract, ContractError, negotiate
 from motus_core.runtime.safety import ChunkValidator, CommandGuard, EStopLatch, JointLimits
-from motus_core.runtime.strategies import STRATEGIES, ChunkPlan, DelayTracker, make_strategy
+from motus_core.runtime.strategies import STRATEGIES, ChunkPlan, DelayTracker, make_strategy, strategy_names
 from motus_core.runtime.trajectory import (
     HoldTrajectory,
     StopTrajectory,
@@ -54,46 +55,56 @@ class ExecState(IntEnum):
     ESTOP = 4
 
 
-@dataclass
-class ExecutorConfig:
-    """Chunk executor parameters (the executor node declares them as ROS parameters)."""
+def _with_strategy_configs(cls):
+    """Give the config one nested field per registered strategy (``rtc.execution_horizon``, ...)."""
+    for name, strategy in STRATEGIES.items():
+        cls.__annotations__[name] = strategy.Config
+        setattr(cls, name, field(default_factory=strategy.Config, metadata={"help": f"parameters of the {name} strategy"}))
+    return cls
 
-    strategy: str = field(default="rtc", metadata={"help": "chunk stitching: sync | temporal_ensemble | rtc"})
-    execution_horizon: int = field(default=16, metadata={"help": "rtc: actions executed per chunk (s); a new chunk is requested every s executed actions"})
-    replan_interval: int = field(default=1, metadata={"help": "temporal_ensemble: request a chunk every n executed actions (one request in flight at a time)"})
-    te_decay: float = field(default=0.01, metadata={"help": "temporal_ensemble: k of the ACT weights exp(-k i), i=0 the oldest prediction"})
-    te_max_chunks: int = field(default=8, metadata={"help": "temporal_ensemble: chunks kept for averaging"})
-    te_taper: int = field(default=10, metadata={"help": "temporal_ensemble: actions over which an older chunk's weight fades out before its end (0 = ACT exactly)"})
-    rtc_schedule: str = field(default="exp", metadata={"help": "rtc: soft mask of the executor-side fallback (exp | linear | hard)"})
-    blend_time: float = field(default=0.2, metadata={"help": "s, shortest window of the C2 blend at a chunk switch (longer when the limits need it)"})
-    fade_in_time: float = field(default=1.0, metadata={"help": "s, shortest fade-in from the measured pose when the policy takes over"})
-    max_blend_time: float = field(default=3.0, metadata={"help": "s, longest blend window"})
-    limit_budget: float = field(default=0.8, metadata={"help": "fraction of the velocity/acceleration limits that blends and stops plan with"})
-    delay_window: int = field(default=20, metadata={"help": "measured delays kept for the expected delay"})
-    delay_quantile: float = field(default=0.95, metadata={"help": "quantile of the window used as expected delay"})
-    delay_margin: int = field(default=1, metadata={"help": "actions added to the delay quantile"})
-    initial_delay: int = field(default=3, metadata={"help": "expected delay (actions) before any chunk was measured"})
-    request_timeout: float = field(default=2.0, metadata={"help": "s after which an unanswered chunk request is repeated"})
-    stop_margin: float = field(default=0.02, metadata={"help": "s, the watchdog starts decelerating this much before it must"})
-    range_tolerance: float = field(default=0.05, metadata={"help": "actions this far outside the position limits are clamped; further out the chunk is rejected"})
-    step_tolerance: float = field(default=1.5, metadata={"help": "chunks with a step above max_step * this are rejected as discontinuous"})
+
+@dataclass
+@_with_strategy_configs
+class ExecutorConfig:
+    """Chunk executor parameters (the executor node declares them as ROS parameters).
+
+    Each strategy's own parameters are a nested field named after it (``rtc``, ``temporal_ensemble``,
+    ``sync``; see ``motus_core.runtime.strategies``). Metadata: ``help``, and ``choices`` / ``min`` /
+    ``max`` checked by ``validate`` (and by ``motus_ros.params`` for the ROS parameters).
+    """
+
+    strategy: str = field(default="rtc", metadata={"help": "chunk stitching strategy", "choices": strategy_names()})
+    max_delay: int = field(default=0, metadata={"help": "actions that may execute between an observation and its chunk's arrival "
+                                                        "(d_max; execution_horizon + max_delay <= the policy's chunk_length); 0 = all the "
+                                                        "execution horizon leaves", "min": 0})
+    blend_time: float = field(default=0.2, metadata={"help": "s, shortest window of the C2 blend at a chunk switch (longer when the limits need it)", "min": 1e-3})
+    fade_in_time: float = field(default=1.0, metadata={"help": "s, shortest fade-in from the measured pose when the policy takes over", "min": 1e-3})
+    max_blend_time: float = field(default=3.0, metadata={"help": "s, longest blend window", "min": 1e-3})
+    limit_budget: float = field(default=0.8, metadata={"help": "fraction of the velocity/acceleration limits that blends and stops plan with", "min": 1e-3, "max": 1.0})
+    delay_window: int = field(default=20, metadata={"help": "measured delays kept for the expected delay", "min": 1})
+    delay_quantile: float = field(default=0.95, metadata={"help": "quantile of the window used as expected delay", "min": 0.0, "max": 1.0})
+    delay_margin: int = field(default=1, metadata={"help": "actions added to the delay quantile", "min": 0})
+    initial_delay: int = field(default=3, metadata={"help": "expected delay (actions) before any chunk was measured", "min": 0})
+    request_timeout: float = field(default=2.0, metadata={"help": "s after which an unanswered chunk request is repeated", "min": 0.0})
+    stop_margin: float = field(default=0.02, metadata={"help": "s, the watchdog starts decelerating this much before it must", "min": 0.0})
+    range_tolerance: float = field(default=0.05, metadata={"help": "actions this far outside the position limits are clamped; further out the chunk is rejected", "min": 0.0})
+    step_tolerance: float = field(default=1.5, metadata={"help": "chunks with a step above max_step * this are rejected as discontinuous", "min": 1.0})
     stop_on_rejected_chunk: bool = field(default=True, metadata={"help": "a rejected chunk (NaN, out of range) stops the robot (resumes on the next valid chunk)"})
-    plan_lookback: int = field(default=6, metadata={"help": "actions of executed history included in the published plan (prefix for an older observation)"})
-    guard_slack: float = field(default=1.02, metadata={"help": "per-tick guard tolerance over the limits (numerical noise)"})
-    max_chunk_age: float = field(default=1.5, metadata={"help": "s, chunks whose observation is older than this at arrival are rejected as stale (not for sync)"})
-    clock_tolerance: float = field(default=0.1, metadata={"help": "s a chunk may be stamped ahead of the executor's clock (clocks of two processes, /clock delivery) before it is rejected"})
-    clock_jump: float = field(default=0.5, metadata={"help": "s, the robot clock moving back (or forward) this much between ticks resets the executor: hold at the next measured pose"})
+    plan_lookback: int = field(default=6, metadata={"help": "actions of executed history included in the published plan (prefix for an older observation)", "min": 0})
+    guard_slack: float = field(default=1.02, metadata={"help": "per-tick guard tolerance over the limits (numerical noise)", "min": 1.0})
+    clock_tolerance: float = field(default=0.1, metadata={"help": "s a chunk may be stamped ahead of the executor's clock (clocks of two processes, /clock delivery) before it is rejected", "min": 0.0})
+    clock_jump: float = field(default=0.5, metadata={"help": "s, the robot clock moving back (or forward) this much between ticks resets the executor: hold at the next measured pose", "min": 0.0})
     use_urdf: bool = field(default=True, metadata={"help": "tighten the profile's limits with the URDF's"})
 
     def validate(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.execution_horizon < 1 or self.replan_interval < 1:
-            raise ValueError("execution_horizon and replan_interval must be >= 1")
-        if not (0 < self.limit_budget <= 1):
-            raise ValueError("limit_budget must be in (0, 1]")
-        if self.blend_time <= 0 or self.fade_in_time <= 0 or self.max_blend_time < max(self.blend_time, self.fade_in_time):
-            raise ValueError("blend_time and fade_in_time must be > 0 and <= max_blend_time")
+        from motus_core.config_fields import check_dataclass
+
+        check_dataclass(self)
+        if self.max_blend_time < max(self.blend_time, self.fade_in_time):
+            raise ValueError(f"blend_time {self.blend_time} and fade_in_time {self.fade_in_time} must be <= max_blend_time {self.max_blend_time}")
+
+    def strategy_config(self):
+        return getattr(self, self.strategy)
 
 
 @dataclass
@@ -131,7 +142,11 @@ class ChunkResult:
 
 
 class ChunkExecutor:
-    def __init__(self, config: ExecutorConfig, limits: JointLimits):
+    """See the module docstring. Chunks are refused until the policy's chunk contract is known and holds
+    (``set_contract``: the node calls it from ``PolicyStatus``; ``chunk_length``/``step_period`` here do
+    the same at construction, for offline runs and tests)."""
+
+    def __init__(self, config: ExecutorConfig, limits: JointLimits, *, chunk_length: int | None = None, step_period: float | None = None):
         config.validate()
         self.cfg = config
         self.limits = limits
@@ -140,7 +155,10 @@ class ChunkExecutor:
         self.validator = ChunkValidator(limits, config.range_tolerance, config.step_tolerance)
         self.guard = CommandGuard(limits, config.guard_slack)
         self.estop_latch = EStopLatch()
-        self.strategy = make_strategy(config.strategy, te_decay=config.te_decay, te_max_chunks=config.te_max_chunks, te_taper=config.te_taper, rtc_schedule=config.rtc_schedule)
+        self.strategy = make_strategy(config.strategy, config.strategy_config())
+        self.contract: ChunkContract | None = None
+        self.contract_error = ""
+        self.late_chunks = 0  # chunks whose measured delay exceeded the contract's max_delay
         self.delays = DelayTracker(config.delay_window, config.delay_quantile, config.delay_margin, config.initial_delay)
         self._a_plan = limits.acceleration * config.limit_budget
         self.state = ExecState.IDLE
@@ -165,6 +183,7 @@ class ChunkExecutor:
         self._outstanding: float | None = None
         self._exec_at_request = 0.0
         self._last_chunk_stamp = -math.inf
+        self._answer_time = 0.0  # s from the last answered request to its chunk
         self.active_chunk: tuple[int, float] = (0, 0.0)  # (chunk_id, time offset) of the chunk being executed
         # counters
         self.chunks_received = 0
@@ -180,6 +199,44 @@ class ChunkExecutor:
         # without the new chunk, for the boundary metrics (bounded: the node keeps the recent ones)
         self.switches: deque[tuple[float, object, float]] = deque(maxlen=300)
         self.rejections: deque[str] = deque(maxlen=20)
+        if chunk_length is not None:
+            error = self.set_contract(chunk_length, limits.step_period if step_period is None else step_period)
+            if error:
+                raise ContractError(error)
+
+    # ------------------------------------------------------------------ the chunk contract
+    def set_contract(self, chunk_length: int, step_period: float, now: float | None = None) -> str | None:
+        """The policy declared its chunks (H, step period): check them against this executor.
+
+        Returns None when the contract holds, else the reason (also in ``message``/``contract_error``);
+        chunks are refused and no chunk is requested until a contract holds. A policy that changes its
+        declaration while the robot moves (a restarted policy node) stops the robot first.
+        """
+        current = self.contract
+        if current is not None and current.chunk_length == int(chunk_length) and abs(current.step_period - step_period) < 1e-12:
+            return None
+        try:
+            contract = negotiate(chunk_length, step_period, strategy=self.strategy, max_delay=self.cfg.max_delay,
+                                 robot_step_period=self.limits.step_period, min_delay=self.cfg.initial_delay + self.cfg.delay_margin)
+        except ContractError as exc:
+            contract, error = None, f"refusing to run: {exc}"
+        else:
+            error = ""
+        if current is not None and now is not None and self.state in (ExecState.FADE_IN, ExecState.RUNNING):
+            self._begin_stop(now, ExecState.HOLDING, "holding: the policy changed its chunk contract")
+        self.contract = contract
+        self.contract_error = error
+        if contract is None:
+            log.error("%s", error)
+            self.message = error
+            self._outstanding = None
+            return error
+        self.dt = contract.step_period  # the unit of the delay and of the execution horizon: chunk actions
+        self.delays.reset()
+        log.info("chunk contract: %s", contract.describe())
+        if self.state in (ExecState.IDLE, ExecState.HOLDING) and self.message.startswith("refusing to run"):
+            self.message = "chunk contract holds: waiting for a chunk"
+        return None
 
     # ------------------------------------------------------------------ inputs
     def on_measured_state(self, stamp: float, position: np.ndarray) -> None:
@@ -208,26 +265,35 @@ class ChunkExecutor:
         if self.traj is None:
             self.chunks_ignored += 1
             return ChunkResult(False, "no measured joint state yet: chunk ignored")
+        contract = self.contract
+        if contract is None:
+            self.chunks_ignored += 1
+            return ChunkResult(False, self.contract_error or "the policy's chunk contract (PolicyStatus chunk_length, step_period) is not known yet: chunk ignored")
         why = self.validator.check(chunk)
         if why is None:
-            age = now - chunk.stamp
-            times = chunk.times()
-            if chunk.stamp > now + self.cfg.clock_tolerance:
+            if chunk.num_steps != contract.chunk_length:
+                why = f"chunk has {chunk.num_steps} actions, the policy declared chunk_length {contract.chunk_length}"
+            elif abs(chunk.step_period - contract.step_period) > 0.01 * contract.step_period:
+                why = f"chunk step_period {chunk.step_period:.4f} s differs from the declared {contract.step_period:.4f} s"
+            elif chunk.stamp > now + self.cfg.clock_tolerance:
                 why = f"chunk stamped {chunk.stamp - now:.3f} s in the future (clock mismatch between policy and executor?)"
-            elif age > self.cfg.max_chunk_age and self.cfg.strategy != "sync":
-                why = f"chunk is stale: its observation is {age:.3f} s old (max {self.cfg.max_chunk_age} s)"
             elif chunk.stamp < self._last_chunk_stamp - 1e-9:
                 why = "chunk is older than the one being executed (out of order)"
-            elif self.cfg.strategy != "sync" and times[-1] <= now + 2 * self.dt:
-                why = "chunk ends before it can be executed"
+        cp = None
+        if why is None:
+            actions, clamped = self.validator.clip(chunk.actions)
+            cp = ChunkPlan(times=chunk.times(), actions=actions, stamp=chunk.stamp, step_period=chunk.step_period,
+                           prefix_length=int(chunk.prefix_length), chunk_id=int(chunk.info.get("chunk_id", 0)) if chunk.info else 0)
+            why = self.strategy.reject_reason(cp, now, self.dt)
         if why is not None:
             return self.reject(now, why)
-        actions, clamped = self.validator.clip(chunk.actions)
         self.clamped_values += clamped
         delay = self.measured_delay(chunk.stamp, now)
         self.delays.add(delay)
-        cp = ChunkPlan(times=chunk.times(), actions=actions, stamp=chunk.stamp, step_period=chunk.step_period,
-                       prefix_length=int(chunk.prefix_length), chunk_id=int(chunk.info.get("chunk_id", 0)) if chunk.info else 0)
+        if self.strategy.uses_delay_budget and delay > contract.max_delay:
+            self.late_chunks += 1
+            log.warning("chunk arrived %d actions after its observation, beyond max_delay %d: its first actions were already "
+                        "due (raise max_delay / lower the execution horizon, or speed up inference)", delay, contract.max_delay)
         p_now, v_now, a_now = self.traj.evaluate(now)
         try:
             times, positions = self.strategy.merge(cp, now, self.plan, delay, p_now)
@@ -242,6 +308,8 @@ class ChunkExecutor:
         # every strategy keeps the chunk's spacing and its last action, so the last planned time minus the
         # chunk's own last time is the shift its actions run with (the visualizer greys executed actions by it)
         self.active_chunk = (cp.chunk_id, float(times[-1] - cp.times[-1]))
+        if self._outstanding is not None:  # request -> arrival on the robot's clock (moving or not)
+            self._answer_time = now - self._outstanding
         self._outstanding = None
         self.chunks_received += 1
         self.boundaries.append(now)
@@ -276,7 +344,7 @@ class ChunkExecutor:
         self.traj = blend
         self.plan = plan
         self.stop = None
-        if self.state in (ExecState.IDLE, ExecState.HOLDING) or at_rest and self.cfg.strategy != "sync":
+        if self.state in (ExecState.IDLE, ExecState.HOLDING) or at_rest and not self.strategy.rests_at_plan_end:
             self.state = ExecState.FADE_IN
             self._fade_until = now + T
             self.message = f"fading in over {T:.2f} s"
@@ -459,8 +527,8 @@ class ChunkExecutor:
         T = stop_profile_duration(v, a, self._a_plan)
         if now + T + self.cfg.stop_margin < plan.end_time:
             return
-        if self.cfg.strategy == "sync":
-            # the planned end of a synchronous chunk: come to rest and ask for the next one
+        if self.strategy.rests_at_plan_end:
+            # the planned end of a chunk (sync): come to rest and ask for the next one
             self.stop = StopTrajectory(now, p, v, a, self._a_plan)
             self.traj = self.stop
             self.plan = None
@@ -498,27 +566,43 @@ class ChunkExecutor:
         return self.delays.expected()
 
     def wants_request(self, now: float) -> bool:
-        if self.state == ExecState.ESTOP or not self.enabled or self.traj is None:
+        if self.state == ExecState.ESTOP or not self.enabled or self.traj is None or self.contract is None:
             return False
         if self._outstanding is not None and now - self._outstanding < self.cfg.request_timeout:
             return False
-        if self.plan is None:
-            # idle, holding, or a synchronous chunk finished: ask once at rest (sync) or right away
-            if self.cfg.strategy == "sync" and self.stop is not None and now < self.stop.end_time:
-                return False
-            return True
-        if self.cfg.strategy == "sync":
-            return False
+        stopping = self.stop is not None and now < self.stop.end_time
         executed = (self._exec_time - self._exec_at_request) / self.dt
-        interval = self.cfg.execution_horizon if self.cfg.strategy == "rtc" else self.cfg.replan_interval
-        return executed >= interval - 1e-6
+        return self.strategy.wants_request(has_plan=self.plan is not None, stopping=stopping, executed=executed,
+                                           horizon=self.contract.execution_horizon, running_out=self._running_out(now))
+
+    def _running_out(self, now: float) -> bool:
+        """The plan ends before a chunk requested now could take over (expected delay + the time to stop).
+
+        Happens after a start from rest (the first chunk's actions up to its arrival passed while the
+        robot waited) and with short chunks; requesting then, not only every s actions, avoids a stop.
+        """
+        plan = self.plan
+        if plan is None or self.traj is None:
+            return False
+        remaining = plan.end_time - now
+        if remaining > self.cfg.max_blend_time + 1.0:
+            return False
+        _, v, a = self.traj.evaluate(now)
+        # the delay in actions counts only executed time; right after a start from rest the time a request
+        # takes is the better guess
+        delay = max(self.expected_delay() * self.dt, self._answer_time)
+        reserve = delay + self.dt + stop_profile_duration(v, a, self._a_plan) + self.cfg.stop_margin
+        return remaining <= reserve
 
     def make_request(self, now: float) -> PlanRequest:
         """Register a request and return the plan to send with it."""
         self._request_id += 1
         self._outstanding = now
         self._exec_at_request = self._exec_time
-        return PlanRequest(self._request_id, *self.plan_snapshot(now), expected_delay=self.expected_delay(), strategy=self.cfg.strategy)
+        expected = self.expected_delay()
+        if self.contract is not None and self.strategy.uses_delay_budget:
+            expected = min(expected, self.contract.max_delay)  # the policy cannot freeze more than the budget
+        return PlanRequest(self._request_id, *self.plan_snapshot(now), expected_delay=expected, strategy=self.cfg.strategy)
 
     def plan_snapshot(self, now: float) -> tuple[float, float, np.ndarray]:
         """(stamp, step, positions): executed history then the committed future on a step grid."""
@@ -575,6 +659,7 @@ class ChunkExecutor:
         return np.asarray(times), P, V, A
 
     def status(self) -> dict:
+        c = self.contract
         committed = 0
         if self.plan is not None and self.last is not None:
             committed = max(0, int(math.floor((self.plan.end_time - self.last.stamp) / self.dt)))
@@ -597,5 +682,11 @@ class ChunkExecutor:
             "expected_delay": self.expected_delay(),
             "delay_stats": self.delays.stats(),
             "estop": self.estop_latch.active,
+            "chunk_length": c.chunk_length if c else 0,
+            "execution_horizon": c.execution_horizon if c else 0,
+            "max_delay": c.max_delay if c else 0,
+            "step_period": c.step_period if c else 0.0,
+            "contract_error": self.contract_error,
+            "late_chunks": self.late_chunks,
             "message": self.message,
         }

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from motus_core.policy.base import Observation, Policy, PolicyRequest
+from motus_core.runtime.contract import ContractError
 from motus_core.runtime.executor import ChunkExecutor
 from motus_core.runtime.prefix import prefix_for_observation
 
@@ -42,6 +43,10 @@ def run_closed_loop(policy: Policy, executor: ChunkExecutor, *, duration: float,
     irregular clock (sim time published at 250 Hz, a simulator slower than real time) is reproduced
     by returning repeated or uneven values.
     """
+    if executor.contract is None:  # the policy declares its chunks when loaded (the node: via PolicyStatus)
+        error = executor.set_contract(policy.chunk_length, policy.step_period)
+        if error:
+            raise ContractError(error)
     dt = 1.0 / command_rate
     n = int(round(duration * command_rate))
     if clock is None:

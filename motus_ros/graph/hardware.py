@@ -7,11 +7,23 @@ ARGUMENTS = (
     Argument("task", "transfer_cube", "simulated task", choices=("transfer_cube", "insertion")),
     Argument("episodes", "3", "demonstrator: number of episodes to perform (demo and record graphs)"),
     Argument("seed", "0", "first seed of the simulator's object poses"),
-    Argument("image_height", "0", "simulated camera image height (0: the robot profile's, 240 for sim_aloha)"),
-    Argument("image_width", "0", "simulated camera image width (0: the robot profile's, 320 for sim_aloha)"),
-    Argument("camera_rate", "30.0", "simulated camera rate (Hz of sim time)"),
-    Argument("real_time_factor", "1.0", "simulation speed relative to the wall clock"),
+    Argument("image_height", "", "simulated camera image height ('' = sim.yaml's; 0: the robot profile's, 240 for sim_aloha)"),
+    Argument("image_width", "", "simulated camera image width ('' = sim.yaml's; 0: the robot profile's, 320 for sim_aloha)"),
+    Argument("camera_rate", "", "simulated camera rate (Hz of sim time; '' = sim.yaml's, 30)"),
+    Argument("real_time_factor", "", "simulation speed relative to the wall clock ('' = sim.yaml's, 1.0)"),
 )
+
+
+# arguments that default to '' (not given): only a given value overrides sim.yaml
+_OPTIONAL_SIM = {"image_height": int, "image_width": int, "camera_rate": float, "real_time_factor": float}
+
+
+def sim_params(args: dict[str, str]) -> dict:
+    params = {"task": args["task"], "seed": int(args["seed"])}
+    for name, kind in _OPTIONAL_SIM.items():
+        if args.get(name, "") != "":
+            params[name] = kind(args[name])
+    return params
 
 
 def sim_nodes(args: dict[str, str]) -> list[NodeSpec]:
@@ -19,17 +31,7 @@ def sim_nodes(args: dict[str, str]) -> list[NodeSpec]:
         NodeSpec(
             name="sim",
             executable="sim_node",
-            parameters=[
-                "sim.yaml",
-                {
-                    "task": args["task"],
-                    "seed": int(args["seed"]),
-                    "image_height": int(args["image_height"]),
-                    "image_width": int(args["image_width"]),
-                    "camera_rate": float(args["camera_rate"]),
-                    "real_time_factor": float(args["real_time_factor"]),
-                },
-            ],
+            parameters=["sim.yaml", sim_params(args)],
             env={"MUJOCO_GL": "egl"},
         )
     ]

@@ -7,17 +7,19 @@ prints a summary and exits, which ends the graph (it is then the required node).
 """
 from __future__ import annotations
 
+from motus_core.runtime.strategies import strategy_names
+
 from .spec import Argument, NodeSpec
 
 ARGUMENTS = (
     Argument("policy", "tiny_motus", "policy: tiny_motus, replay:<file.npy|file.pt|dataset#episode>, or a checkpoint directory"),
     Argument("policy_options", "", "policy options, space separated key=value (e.g. 'align=state perturb=0.01' for replay)"),
     Argument("device", "cpu", "policy device (cpu, cuda, cuda:1)"),
-    Argument("strategy", "rtc", "chunk execution strategy", choices=("sync", "temporal_ensemble", "rtc")),
+    Argument("strategy", "", "chunk execution strategy ('' = executor.yaml's, else the executor's default rtc)", choices=("",) + strategy_names()),
     Argument("instruction", "transfer the cube to the other arm", "language instruction"),
     Argument("run_time", "0", "policy graph: seconds of closed-loop control before stopping (0 = until interrupted)"),
-    Argument("command_interface", "auto", "executor output: auto (the profile's first), joint_trajectory, joint_state, follow_joint_trajectory",
-             choices=("auto", "joint_trajectory", "joint_state", "follow_joint_trajectory")),
+    Argument("command_interface", "", "executor output: auto (the profile's first), joint_trajectory, joint_state, follow_joint_trajectory "
+             "('' = executor.yaml's, else auto)", choices=("", "auto", "joint_trajectory", "joint_state", "follow_joint_trajectory")),
     Argument("summary_file", "", "policy graph: the executor writes its run summary (JSON) here"),
 )
 
@@ -28,7 +30,11 @@ def policy_nodes(args: dict[str, str]) -> list[NodeSpec]:
     if options:
         policy_params["options"] = options
     run_time = float(args["run_time"])
-    executor_params = {"strategy": args["strategy"], "run_time": run_time, "command_interface": args["command_interface"]}
+    executor_params = {"run_time": run_time}
+    # arguments left empty were not given: the YAML (or the dataclass default) decides, never the argument's default
+    for name in ("strategy", "command_interface"):
+        if args.get(name):
+            executor_params[name] = args[name]
     if args.get("summary_file"):
         executor_params["summary_file"] = args["summary_file"]
     return [

@@ -156,6 +156,7 @@ class ExecutorNode(Node):
             raise ValueError(f"command_interface must be one of {INTERFACES}, got {p.command_interface!r}")
         self.profile = load_profile(p.robot)
         core = ExecutorConfig(**{f: getattr(p, f) for f in ExecutorConfig.__dataclass_fields__})
+        core.validate()
         self.limits = JointLimits.from_profile(self.profile, use_urdf=p.use_urdf)
         urdf_joints = [n for n, s in self.limits.sources.items() if s != "profile"]
         self.get_logger().info(
@@ -180,11 +181,15 @@ class ExecutorNode(Node):
             self.create_subscription(JointState, src.topic, self._state_cb(src.topic), joints_qos)
         self.create_subscription(ActionChunkMsg, p.chunk_topic, self._on_chunk, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
         self._policy_alive = None
+        self._contract_reported = ""
         if p.policy_lease > 0:
             qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, liveliness=LivelinessPolicy.AUTOMATIC,
                              liveliness_lease_duration=Duration(seconds=p.policy_lease))
             self.create_subscription(PolicyStatus, p.policy_status_topic, self._on_policy_status, qos,
                                      event_callbacks=SubscriptionEventCallbacks(liveliness=self._on_liveliness))
+        else:  # not watched for liveliness, but the status still carries the chunk contract
+            self.create_subscription(PolicyStatus, p.policy_status_topic, self._on_policy_status,
+                                     QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
         # outputs
         self.plan_pub = self.create_publisher(ActionChunkMsg, p.plan_topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
         self.status_pub = self.create_publisher(ExecutorStatus, "~/status", 10)
@@ -260,6 +265,20 @@ class ExecutorNode(Node):
     def _on_policy_status(self, msg: PolicyStatus) -> None:
         if self._policy_alive is None:
             self._policy_alive = True
+        if msg.chunk_length > 0:
+            self._set_contract(int(msg.chunk_length), float(msg.step_period))
+
+    def _set_contract(self, chunk_length: int, step_period: float) -> None:
+        with self.lock:
+            error = self.core.set_contract(chunk_length, step_period, self.now())
+            contract = self.core.contract
+        text = error or (contract.describe() if contract else "")
+        if text != self._contract_reported:  # once per change, not at the status rate
+            self._contract_reported = text
+            if error:
+                self.get_logger().error(f"Policy chunks ({chunk_length} actions every {step_period:.4f} s): {error}")
+            else:
+                self.get_logger().info(f"Chunk contract: {text}")
 
     def _on_liveliness(self, info) -> None:
         alive = info.alive_count > 0
@@ -390,6 +409,10 @@ class ExecutorNode(Node):
         msg.active_chunk_id = int(st["active_chunk_id"])
         msg.active_chunk_time_offset = float(st["active_chunk_time_offset"])
         msg.command_rate_hz = float(self._command_rate())
+        msg.chunk_length = int(st["chunk_length"])
+        msg.execution_horizon = int(st["execution_horizon"])
+        msg.max_delay = int(st["max_delay"])
+        msg.step_period = float(st["step_period"])
         msg.message = st["message"]
         self.status_pub.publish(msg)
 

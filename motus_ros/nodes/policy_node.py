@@ -509,7 +509,11 @@ class PolicyNode(LifecycleNode):
         msg = PolicyStatus()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.state = self._state
-        msg.model = self.policy.name if self.policy is not None else ""
+        policy = self.policy
+        msg.model = policy.name if policy is not None else ""
+        if policy is not None:  # the chunk contract: the executor checks its settings against it
+            msg.chunk_length = int(policy.chunk_length)
+            msg.step_period = float(policy.step_period)
         msg.mode = self.params.mode
         msg.instruction = self._instruction
         msg.device = self.params.device
