@@ -3,7 +3,10 @@
 Each node's parameters are a dataclass (usually the config class of the ``motus_core`` component it
 wraps). Field names become parameter names, defaults become defaults and ``field(metadata={"help":
 ...})`` becomes the parameter description, so ``ros2 param describe`` shows the same text as the
-code. Nested dataclasses become dotted names (``safety.max_step``).
+code. Nested dataclasses become dotted names (``safety.max_step``). ``choices`` and ``min``/``max`` in
+the metadata are checked against the value the node ends up with (defaults < parameter files < command
+line / launch arguments, as ROS applies them): a wrong value stops the node at start with one
+message naming the parameter and what it may be (``motus_core.config_fields``).
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import typing
 from typing import Any, TypeVar
 
 from rcl_interfaces.msg import ParameterDescriptor
+
+from motus_core.config_fields import check_value
 
 T = TypeVar("T")
 
@@ -49,6 +54,19 @@ def parameter_fields(cls: type, prefix: str = "") -> list[tuple[str, dataclasses
     return out
 
 
+def describe(f: dataclasses.Field) -> str:
+    """The field's help text with its allowed values (``ros2 param describe`` and the docs table show it)."""
+    text = f.metadata.get("help", "")
+    extra = []
+    if f.metadata.get("choices") is not None:
+        extra.append("one of " + ", ".join(repr(c) for c in f.metadata["choices"]))
+    if f.metadata.get("min") is not None:
+        extra.append(f">= {f.metadata['min']}")
+    if f.metadata.get("max") is not None:
+        extra.append(f"<= {f.metadata['max']}")
+    return text + (f" [{'; '.join(extra)}]" if extra else "")
+
+
 def _empty_list_type(tp: Any):
     from rclpy.parameter import Parameter
 
@@ -65,9 +83,10 @@ def _empty_list_type(tp: Any):
 def declare_parameters(node, cls: type[T], prefix: str = "") -> T:
     """Declare every field of ``cls`` on ``node`` and return an instance filled with the values."""
     values: dict[str, Any] = {}
+    bad: list[str] = []
     for name, f, tp in parameter_fields(cls, prefix):
         default = _ros_value(_default_of(f))
-        desc = ParameterDescriptor(description=f.metadata.get("help", ""), read_only=bool(f.metadata.get("read_only", False)))
+        desc = ParameterDescriptor(description=describe(f), read_only=bool(f.metadata.get("read_only", False)))
         if isinstance(default, list) and not default:
             param = node.declare_parameter(name, _empty_list_type(tp), desc)
         else:
@@ -76,6 +95,11 @@ def declare_parameters(node, cls: type[T], prefix: str = "") -> T:
             param = node.declare_parameter(name, default, desc)
         # A list parameter declared empty (typed, no default value) reads back as None, not [].
         values[name] = default if param.value is None and isinstance(default, list) else param.value
+        why = check_value(name, values[name], f.metadata)
+        if why:
+            bad.append(why)
+    if bad:
+        raise ValueError("invalid parameters: " + "; ".join(bad))
     return build_from_values(cls, values, prefix)
 
 

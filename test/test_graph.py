@@ -173,3 +173,25 @@ def test_motus_launch_starts_the_described_nodes(ros_context):
         if proc.poll() is None:
             stop_process(proc)
         node.destroy_node()
+
+
+def test_arguments_not_given_never_override_the_yaml():
+    """Precedence: defaults < config/<node>.yaml < launch arguments that were given."""
+    def params(values, node):
+        (spec,) = [s for s in graph_mod.describe_graph(values) if s.name == node]
+        merged = {}
+        for p in spec.parameters:
+            if isinstance(p, dict):
+                merged.update(p)
+        return spec, merged
+
+    spec, merged = params({"graph": "policy"}, "executor")
+    assert "executor.yaml" in spec.parameters and "strategy" not in merged and "command_interface" not in merged
+    assert params({"graph": "policy", "strategy": "sync"}, "executor")[1]["strategy"] == "sync"
+    _, sim = params({"graph": "sim"}, "sim")
+    assert not {"camera_rate", "real_time_factor", "image_height", "image_width"} & set(sim)
+    assert params({"graph": "sim", "camera_rate": "15"}, "sim")[1]["camera_rate"] == 15.0
+    from motus_core.runtime.strategies import strategy_names
+
+    (arg,) = [a for a in graph_mod.ARGUMENTS if a.name == "strategy"]
+    assert set(strategy_names()) <= set(arg.choices)

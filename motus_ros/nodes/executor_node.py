@@ -341,7 +341,11 @@ class ExecutorNode(Node):
         """
         self._set_priority()
         period = 1.0 / self.rate
-        traj_every = max(1, int(round(self.rate / max(self.params.trajectory_rate_hz, 1e-3))))
+        traj_every = trajectory_divisor(self.rate, self.params.trajectory_rate_hz)
+        if abs(self.rate / traj_every - self.params.trajectory_rate_hz) > 1e-6 * self.rate:
+            self.get_logger().warning(
+                f"trajectory_rate_hz {self.params.trajectory_rate_hz:g} does not divide the command rate {self.rate:g} Hz: "
+                f"trajectory messages go out every {traj_every} ticks ({self.rate / traj_every:.2f} Hz)")
         next_t = time.monotonic() + period
         last_wall = None
         while not self._stop.is_set() and self.context.ok() and not (until is not None and until()):
@@ -481,6 +485,11 @@ class ExecutorNode(Node):
                  chunks=np.array(self.chunk_log).reshape(-1, 5), clock_jumps=jumps, lower=self.limits.lower, upper=self.limits.upper,
                  velocity_limit=self.limits.velocity, acceleration_limit=self.limits.acceleration,
                  status=json.dumps(st, default=str))
+
+
+def trajectory_divisor(command_rate: float, trajectory_rate: float) -> int:
+    """Command ticks per trajectory message: the nearest whole number (the node logs when it is not exact)."""
+    return max(1, int(round(command_rate / max(trajectory_rate, 1e-3))))
 
 
 def format_summary(s: dict) -> str:
