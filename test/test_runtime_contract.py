@@ -133,3 +133,20 @@ def test_the_executor_process_does_not_load_torch():
             "bad = [m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_models_declare_their_chunks():
+    """Motus' H comes from its config (48), MoLA's from its config (15); both fit the defaults."""
+    from motus_core.models.mola.config import MolaConfig
+    from motus_core.policy.registry import load_policy
+
+    profile = load_profile("sim_aloha")
+    tiny = load_policy("tiny_motus", profile=profile)
+    try:
+        assert (tiny.chunk_length, tiny.step_period) == (48, pytest.approx(1 / 30))
+    finally:
+        tiny.close()
+    mola = MolaConfig()
+    assert (mola.chunk_length, mola.step_period) == (15, pytest.approx(1 / 30))
+    for H in (tiny.chunk_length, mola.chunk_length):
+        negotiate(H, 1 / 30, strategy=RTCStrategy(), max_delay=0, robot_step_period=DT, min_delay=4)

@@ -157,6 +157,7 @@ class ChunkExecutor:
         self.estop_latch = EStopLatch()
         self.strategy = make_strategy(config.strategy, config.strategy_config())
         self.contract: ChunkContract | None = None
+        self._declared: tuple[int, float] | None = None
         self.contract_error = ""
         self.late_chunks = 0  # chunks whose measured delay exceeded the contract's max_delay
         self.delays = DelayTracker(config.delay_window, config.delay_quantile, config.delay_margin, config.initial_delay)
@@ -212,9 +213,13 @@ class ChunkExecutor:
         chunks are refused and no chunk is requested until a contract holds. A policy that changes its
         declaration while the robot moves (a restarted policy node) stops the robot first.
         """
+        declared = (int(chunk_length), float(step_period))
+        if declared == self._declared:  # the same declaration again (PolicyStatus comes at 10 Hz)
+            if self.contract is None and self.state in (ExecState.IDLE, ExecState.HOLDING):
+                self.message = self.contract_error
+            return self.contract_error or None
+        self._declared = declared
         current = self.contract
-        if current is not None and current.chunk_length == int(chunk_length) and abs(current.step_period - step_period) < 1e-12:
-            return None
         try:
             contract = negotiate(chunk_length, step_period, strategy=self.strategy, max_delay=self.cfg.max_delay,
                                  robot_step_period=self.limits.step_period, min_delay=self.cfg.initial_delay + self.cfg.delay_margin)

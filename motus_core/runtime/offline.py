@@ -2,8 +2,8 @@
 
 Used by the benchmark (same replayed chunks, injected inference delay, every strategy) and by the
 unit tests of the executor. The robot tracks the command perfectly (measured = last command); the
-policy is called when the executor asks, exactly as the policy node does it (freshest observation,
-prefix resampled from the executor's plan), and its chunk is delivered ``inference_delay`` seconds
+policy is called when the executor asks, through the same request building as the policy node
+(``motus_core.runtime.inference``: freshest observation, prefix resampled from the executor's plan), and its chunk is delivered ``inference_delay`` seconds
 later.
 """
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Callable
 
 import numpy as np
 
-from motus_core.policy.base import Observation, Policy, PolicyRequest
+from motus_core.policy.base import Observation, Policy
 from motus_core.runtime.contract import ContractError
 from motus_core.runtime.executor import ChunkExecutor
-from motus_core.runtime.prefix import prefix_for_observation
+from motus_core.runtime.inference import build_request, run_inference
 
 
 @dataclass
@@ -78,13 +78,10 @@ def run_closed_loop(policy: Policy, executor: ChunkExecutor, *, duration: float,
         if pending is None and executor.wants_request(now):
             req = executor.make_request(now)
             obs = Observation(images=images or {}, state=measured.copy(), stamp=now)
-            prefix = None
-            if policy.supports_prefix:
-                prefix = prefix_for_observation(req.stamp, req.step_period, req.positions, obs.stamp, policy.step_period, policy.chunk_length)
-            d = min(req.expected_delay, 0 if prefix is None else prefix.shape[0])
-            chunk = policy.predict(PolicyRequest(observation=obs, instruction=instruction,
-                                                 prefix=prefix if prefix is not None and prefix.shape[0] else None, expected_delay=d))
+            request = build_request(policy, obs, req, instruction=instruction)  # as the policy node builds it
+            chunk = run_inference(policy, request, executor.dof).chunk
             delay = inference_delay(len(requests)) if callable(inference_delay) else float(inference_delay)
+            prefix = request.prefix
             requests.append({"time": now, "expected_delay": req.expected_delay, "prefix": 0 if prefix is None else int(prefix.shape[0])})
             pending = (now + delay, chunk)
     return OfflineRun(np.asarray(T), np.asarray(P), np.asarray(V), np.asarray(A), np.asarray(S), list(executor.boundaries), delays, requests, executor.status())

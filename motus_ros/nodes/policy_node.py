@@ -49,11 +49,11 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSProf
 from sensor_msgs.msg import CompressedImage, Image, JointState, RegionOfInterest
 from std_msgs.msg import String
 
-from motus_core.policy.base import PolicyError, PolicyRequest, check_chunk
+from motus_core.policy.base import PolicyError
 from motus_core.policy.registry import load_policy
 from motus_core.preprocessing import model_image_layout
 from motus_core.robot_profile import load_profile
-from motus_core.runtime.prefix import prefix_for_observation
+from motus_core.runtime.inference import build_request, run_inference
 from motus_core.runtime.sync import LazyImage, ObservationSynchronizer, SyncConfig
 from motus_core.images import compressed_to_rgb, raw_to_rgb
 from motus_msgs.msg import ActionChunk as ActionChunkMsg
@@ -430,27 +430,14 @@ class PolicyNode(LifecycleNode):
         obs = result.observation
         with self._wake:
             plan = self._plan
-        prefix = None
-        expected = 0
-        if plan is not None and self.policy.supports_prefix:
-            prefix = prefix_for_observation(plan.stamp, plan.step_period, plan.positions, obs.stamp,
-                                            self.policy.step_period, self.policy.chunk_length)
-            if prefix is not None and prefix.shape[0] == 0:
-                prefix = None
-            if prefix is not None:
-                expected = min(int(plan.expected_delay), prefix.shape[0])
         seed = None if p.seed < 0 else p.seed + self._chunk_id + 1
-        request = PolicyRequest(observation=obs, instruction=self._instruction, mode=p.mode, prefix=prefix,
-                                expected_delay=expected, return_frames=p.return_frames, seed=seed)
-        t_model = time.monotonic()
         with self._policy_lock:
             if self.policy is None or not self._active:
                 return
-            chunk = self.policy.predict(request)
-        model_time = time.monotonic() - t_model
-        why = check_chunk(chunk, self.profile.dof)
-        if why:
-            raise PolicyError(f"the policy returned an unusable chunk: {why}")
+            request = build_request(self.policy, obs, plan, instruction=self._instruction, mode=p.mode,
+                                    return_frames=p.return_frames, seed=seed)
+            inference = run_inference(self.policy, request, self.profile.dof)
+        chunk = inference.chunk
         t_post = time.monotonic()
         self._chunk_id += 1
         latency = time.monotonic() - result.complete_wall
@@ -466,13 +453,12 @@ class PolicyNode(LifecycleNode):
         self.chunk_pub.publish(msg)
         if chunk.frames is not None and p.return_frames:
             self.future_pub.publish(self._future_msg(chunk))
-        pre = float(chunk.timing.get("preprocess", 0.0))
-        post_model = float(chunk.timing.get("postprocess", 0.0))
+        stages = inference.timing
         self._last_timing = {
             "sync_wait": sync_wait,
-            "preprocess": pre,
-            "model": max(0.0, model_time - pre - post_model),
-            "postprocess": post_model + (time.monotonic() - t_post),
+            "preprocess": stages["preprocess"],
+            "model": stages["model"],
+            "postprocess": stages["postprocess"] + (time.monotonic() - t_post),
             "total": time.monotonic() - t_wait,
         }
         self.chunks_published += 1
