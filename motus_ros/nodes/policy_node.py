@@ -30,11 +30,8 @@ worker finish the embedding before the next chunk.
 """
 from __future__ import annotations
 
-import os
 import sys
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 import motus_ros  # noqa: F401  (DDS environment before rclpy)
@@ -53,7 +50,7 @@ from motus_core.policy.base import PolicyError
 from motus_core.policy.registry import load_policy
 from motus_core.preprocessing import model_image_layout
 from motus_core.robot_profile import load_profile
-from motus_core.runtime.inference import build_request, run_inference
+from motus_core.runtime.inference import TRIGGERS, InferenceConfig, InferenceLoop
 from motus_core.runtime.sync import LazyImage, ObservationSynchronizer, SyncConfig
 from motus_core.images import compressed_to_rgb, raw_to_rgb
 from motus_msgs.msg import ActionChunk as ActionChunkMsg
@@ -74,8 +71,8 @@ class PolicyNodeParams:
     instruction_topic: str = field(default="/instruction", metadata={"help": "std_msgs/String topic that sets the instruction ('' = none)"})
     instruction_wait: float = field(default=0.2, metadata={"help": "s the set_instruction service waits for the embedding before answering"})
     mode: str = field(default="vla", metadata={"help": "model mode (vla, joint, ...)"})
-    trigger: str = field(default="request", metadata={"help": "request: infer when the executor publishes its plan; rate: at rate_hz"})
-    rate_hz: float = field(default=2.0, metadata={"help": "trigger=rate: inference rate"})
+    trigger: str = field(default="request", metadata={"help": "request: infer when the executor publishes its plan; rate: at rate_hz", "choices": TRIGGERS})
+    rate_hz: float = field(default=2.0, metadata={"help": "trigger=rate: inference rate", "min": 1e-3})
     match_timeout: float = field(default=2.0, metadata={"help": "s a requested chunk waits for the executor's subscription to be matched (discovery is per direction)"})
     plan_topic: str = field(default="/executor/plan", metadata={"help": "the executor's plan / chunk request (motus_msgs/ActionChunk)"})
     return_frames: bool = field(default=False, metadata={"help": "decode and publish predicted future frames when the mode makes them"})
@@ -107,6 +104,10 @@ def parse_options(items) -> dict:
     return out
 
 
+_STATES = {"unconfigured": PolicyStatus.STATE_UNCONFIGURED, "inactive": PolicyStatus.STATE_INACTIVE, "active": PolicyStatus.STATE_ACTIVE,
+           "waiting": PolicyStatus.STATE_WAITING, "error": PolicyStatus.STATE_ERROR}
+
+
 def _stage_list(timing: dict[str, float]) -> list[StageTiming]:
     return [StageTiming(name=k, seconds=float(v)) for k, v in timing.items()]
 
@@ -118,30 +119,12 @@ class PolicyNode(LifecycleNode):
         self.profile = None
         self.policy = None
         self.sync: ObservationSynchronizer | None = None
-        self._state = PolicyStatus.STATE_UNCONFIGURED
-        self._message = "unconfigured"
+        self.loop: InferenceLoop | None = None  # the inference (motus_core.runtime.inference); this node is its transport
         self._instruction = self.params.instruction
-        self._pending_instruction: tuple[str, threading.Event, dict] | None = None
-        self._policy_lock = threading.Lock()
-        self._wake = threading.Condition()
-        self._plan = None
-        self._plan_new = False
-        self._active = False
-        self._closing = threading.Event()
-        self._worker: threading.Thread | None = None
-        self._chunk_id = 0
-        self.chunks_published = 0
-        self.chunks_failed = 0
-        self._publish_times: deque[float] = deque(maxlen=20)
-        self._last_timing: dict[str, float] = {}
-        self._timings: deque[dict[str, float]] = deque(maxlen=2000)
-        self._wait_reasons: dict[str, int] = {}
-        self._obs_age = 0.0
         self._subs = []
         self._pubs = []
         self._timers = []
         self._srv = None
-        self._failures: deque[str] = deque(maxlen=5)
         self._last_log = 0.0
 
     # ------------------------------------------------------------------ helpers
@@ -160,9 +143,6 @@ class PolicyNode(LifecycleNode):
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self.params
-        if p.trigger not in ("request", "rate"):
-            self.get_logger().error(f"trigger must be 'request' or 'rate', got {p.trigger!r}")
-            return TransitionCallbackReturn.FAILURE
         try:
             self.profile = load_profile(p.robot)
             self.get_logger().info(f"Loading policy {p.policy!r} on {p.device} for robot {self.profile.name!r} ...")
@@ -176,50 +156,32 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info(f"Policy {self.policy.name!r} ready in {time.monotonic() - t0:.1f} s "
                                f"({self.policy.chunk_length} actions at {1 / self.policy.step_period:.0f} Hz, "
                                f"RTC prefix {'supported' if self.policy.supports_prefix else 'not supported: the executor blends'})")
+        cfg = InferenceConfig(trigger=p.trigger, rate_hz=p.rate_hz, sync_timeout=p.sync_timeout, seed=p.seed, mode=p.mode,
+                              return_frames=p.return_frames, realtime_priority=p.realtime_priority)
+        self.loop = InferenceLoop(self.policy, self.sync, self.profile.dof, cfg, clock=self.now, publish=self._publish_chunk,
+                                  log=self._log, instruction=self._instruction)
         self._create_interfaces()
-        self._state = PolicyStatus.STATE_INACTIVE
-        self._message = "configured"
-        self._closing.clear()
-        self._worker = threading.Thread(target=self._work, name="policy-inference", daemon=True)
-        self._worker.start()
+        self.loop.start()
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            with self._policy_lock:
-                t0 = time.monotonic()
-                self.policy.warmup()
-                self.get_logger().info(f"Warm-up done in {time.monotonic() - t0:.2f} s")
-                self.policy.reset()
-                if self._instruction:
-                    cached = self.policy.set_instruction(self._instruction)
-                    self.get_logger().info(f"Instruction {self._instruction!r} ({'cached embedding' if cached else 'encoded'})")
+            info = self.loop.activate()
         except Exception as exc:  # noqa: BLE001
             self.get_logger().error(f"activate failed: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self._chunk_id = 0
+        self.get_logger().info(f"Warm-up done in {info['warmup']:.2f} s")
+        if "instruction_cached" in info:
+            self.get_logger().info(f"Instruction {self.loop.instruction!r} ({'cached embedding' if info['instruction_cached'] else 'encoded'})")
         self.sync.reset("policy activated")
-        with self._wake:
-            self._active = True
-            self._wake.notify_all()
-        self._state = PolicyStatus.STATE_ACTIVE
-        self._message = "active"
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        with self._wake:
-            self._active = False
-            self._wake.notify_all()
-        with self._policy_lock:  # the running inference finishes first
-            pass
-        self._state = PolicyStatus.STATE_INACTIVE
-        self._message = "inactive"
+        self.loop.deactivate()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
-        self._state = PolicyStatus.STATE_UNCONFIGURED
-        self._message = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -227,15 +189,8 @@ class PolicyNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _release(self) -> None:
-        self._closing.set()
-        with self._wake:
-            self._active = False
-            self._wake.notify_all()
-        if self.policy is not None:
-            self.policy.close()  # also releases a policy blocked inside predict (replay stall)
-        if self._worker is not None:
-            self._worker.join(timeout=5.0)
-            self._worker = None
+        if self.loop is not None:
+            self.loop.close()  # stops the worker, releases the policy (also one blocked inside predict)
         for s in self._subs:
             self.destroy_subscription(s)
         for t in self._timers:
@@ -245,8 +200,7 @@ class PolicyNode(LifecycleNode):
         if self._srv is not None:
             self.destroy_service(self._srv)
         self._subs, self._pubs, self._timers, self._srv = [], [], [], None
-        with self._policy_lock:
-            self.policy = None
+        self.policy = None
         try:
             import torch
 
@@ -315,48 +269,18 @@ class PolicyNode(LifecycleNode):
         except ValueError as exc:
             self._log_throttled(f"ignored a malformed plan: {exc}")
             return
-        with self._wake:
-            self._plan = plan
-            self._plan_new = True
-            self._wake.notify_all()
+        self.loop.on_plan(plan)
 
     # ------------------------------------------------------------------ instruction
-    def _queue_instruction(self, text: str) -> tuple[threading.Event, dict]:
-        done = threading.Event()
-        result: dict = {}
-        with self._wake:
-            self._pending_instruction = (text, done, result)
-            self._wake.notify_all()
-        if self._worker is None:
-            self._apply_instruction()
-        return done, result
-
-    def _apply_instruction(self) -> None:
-        with self._wake:
-            pending, self._pending_instruction = self._pending_instruction, None
-        if pending is None:
-            return
-        text, done, result = pending
-        try:
-            with self._policy_lock:
-                if self.policy is None:
-                    raise PolicyError("no policy loaded")
-                result["cached"] = bool(self.policy.set_instruction(text))
-            self._instruction = text
-            result["success"] = True
-            self.get_logger().info(f"Instruction set to {text!r} ({'cached embedding' if result['cached'] else 'new embedding, now cached'})")
-        except Exception as exc:  # noqa: BLE001
-            result["success"] = False
-            result["message"] = str(exc)
-            self.get_logger().error(f"Instruction {text!r} rejected: {exc}")
-        done.set()
-
     def _on_instruction_topic(self, msg: String) -> None:
-        if msg.data and msg.data != self._instruction:
-            self._queue_instruction(msg.data)
+        if msg.data and msg.data != self.loop.instruction:
+            self.loop.queue_instruction(msg.data)
 
     def _on_set_instruction(self, request: SetInstruction.Request, response: SetInstruction.Response):
-        done, result = self._queue_instruction(request.instruction)
+        if self.loop is None:
+            response.success, response.message = False, "no policy loaded"
+            return response
+        done, result = self.loop.queue_instruction(request.instruction)
         if done.wait(self.params.instruction_wait):
             response.success = bool(result.get("success"))
             response.cached = bool(result.get("cached", False))
@@ -367,111 +291,34 @@ class PolicyNode(LifecycleNode):
             response.message = "accepted: the embedding is being computed; chunks use it from the next inference on"
         return response
 
-    # ------------------------------------------------------------------ inference worker
-    def _wait_trigger(self) -> bool:
-        """Block until an inference should start; False when closing."""
-        p = self.params
-        with self._wake:
-            while not self._closing.is_set():
-                if self._pending_instruction is not None:
-                    return True
-                if self._active:
-                    if p.trigger == "request" and self._plan_new:
-                        self._plan_new = False
-                        return True
-                    if p.trigger == "rate":
-                        return True
-                self._wake.wait(0.1)
-        return False
+    # ------------------------------------------------------------------ transport of the inference loop
+    def _log(self, level: str, text: str) -> None:
+        if level in ("warning", "error"):
+            self._log_throttled(text, "warn" if level == "warning" else "error")
+        else:
+            self.get_logger().info(text)
 
-    def _work(self) -> None:
-        if self.params.realtime_priority > 0:
-            try:
-                os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(min(self.params.realtime_priority, 99)))
-            except (PermissionError, OSError, AttributeError) as exc:
-                self.get_logger().warning(f"Could not give the inference thread real-time priority ({exc}).")
-        next_rate = time.monotonic()
-        while self._wait_trigger():
-            if self._pending_instruction is not None:
-                self._apply_instruction()
-                continue
-            if self.params.trigger == "rate":
-                delay = next_rate - time.monotonic()
-                if delay > 0 and self._closing.wait(delay):
-                    return
-                next_rate = max(next_rate + 1.0 / self.params.rate_hz, time.monotonic())
-            try:
-                self._infer_once()
-            except Exception as exc:  # noqa: BLE001 - a failed chunk is counted, the node keeps running
-                if self._closing.is_set() or not self.context.ok():
-                    return
-                self.chunks_failed += 1
-                self._failures.append(str(exc))
-                self._state = PolicyStatus.STATE_ERROR
-                self._message = f"inference failed: {exc}"
-                self._log_throttled(f"inference failed ({self.chunks_failed} so far): {exc}", "error")
-
-    def _infer_once(self) -> None:
+    def _publish_chunk(self, out) -> bool:
         p = self.params
-        t_wait = time.monotonic()
-        result = self.sync.wait_snapshot(self.now, p.sync_timeout, self._closing)
-        if result.observation is None:
-            if not self._closing.is_set():
-                self._state = PolicyStatus.STATE_WAITING
-                self._message = f"waiting for a coherent observation: {result.reason}"
-                key = result.waiting_on or "?"
-                self._wait_reasons[key] = self._wait_reasons.get(key, 0) + 1
-                self._log_throttled(self._message)
-                if p.trigger == "request":
-                    with self._wake:  # still owe the executor a chunk: try again
-                        self._plan_new = True
-            return
-        sync_wait = time.monotonic() - t_wait
-        obs = result.observation
-        with self._wake:
-            plan = self._plan
-        seed = None if p.seed < 0 else p.seed + self._chunk_id + 1
-        with self._policy_lock:
-            if self.policy is None or not self._active:
-                return
-            request = build_request(self.policy, obs, plan, instruction=self._instruction, mode=p.mode,
-                                    return_frames=p.return_frames, seed=seed)
-            inference = run_inference(self.policy, request, self.profile.dof)
-        chunk = inference.chunk
-        t_post = time.monotonic()
-        self._chunk_id += 1
-        latency = time.monotonic() - result.complete_wall
-        msg = chunk_to_msg(chunk, self._chunk_id, self.profile.joint_names, latency)
+        chunk = out.chunk
+        msg = chunk_to_msg(chunk, out.chunk_id, self.profile.joint_names, out.latency)
         if p.trigger == "request":
             # The executor that asked is on the graph, but its chunk subscription may not be matched to
             # this publisher yet (discovery runs per direction): a chunk published now would be lost.
             deadline = time.monotonic() + p.match_timeout
-            while self.chunk_pub.get_subscription_count() == 0 and time.monotonic() < deadline and not self._closing.is_set():
+            while self.chunk_pub.get_subscription_count() == 0 and time.monotonic() < deadline and not self.loop.closing.is_set():
                 time.sleep(0.005)
-        if not self._active:
-            return
+        if not self.loop.active:
+            return False
         self.chunk_pub.publish(msg)
         if chunk.frames is not None and p.return_frames:
-            self.future_pub.publish(self._future_msg(chunk))
-        stages = inference.timing
-        self._last_timing = {
-            "sync_wait": sync_wait,
-            "preprocess": stages["preprocess"],
-            "model": stages["model"],
-            "postprocess": stages["postprocess"] + (time.monotonic() - t_post),
-            "total": time.monotonic() - t_wait,
-        }
-        self.chunks_published += 1
-        self._timings.append(dict(self._last_timing))
-        self._publish_times.append(time.monotonic())
-        self._obs_age = self.now() - obs.stamp
-        self._state = PolicyStatus.STATE_ACTIVE
-        self._message = f"chunk {self._chunk_id}: {chunk.num_steps} actions, prefix {chunk.prefix_length}, latency {latency * 1000:.0f} ms"
+            self.future_pub.publish(self._future_msg(chunk, out.chunk_id))
+        return True
 
-    def _future_msg(self, chunk) -> PredictedFuture:
+    def _future_msg(self, chunk, chunk_id: int) -> PredictedFuture:
         msg = PredictedFuture()
         msg.header.stamp = time_msg(chunk.stamp)
-        msg.chunk_id = self._chunk_id
+        msg.chunk_id = chunk_id
         msg.model = chunk.model
         msg.mode = chunk.mode
         msg.layout = "motus_t_mosaic"
@@ -494,23 +341,24 @@ class PolicyNode(LifecycleNode):
     def _publish_status(self) -> None:
         msg = PolicyStatus()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.state = self._state
+        loop = self.loop
+        msg.state = _STATES[loop.state] if loop is not None else PolicyStatus.STATE_UNCONFIGURED
         policy = self.policy
         msg.model = policy.name if policy is not None else ""
         if policy is not None:  # the chunk contract: the executor checks its settings against it
             msg.chunk_length = int(policy.chunk_length)
             msg.step_period = float(policy.step_period)
         msg.mode = self.params.mode
-        msg.instruction = self._instruction
+        msg.instruction = loop.instruction if loop is not None else self._instruction
         msg.device = self.params.device
-        msg.chunks_published = self.chunks_published
-        msg.chunks_failed = self.chunks_failed
-        ts = list(self._publish_times)
-        if len(ts) >= 2 and time.monotonic() - ts[-1] < 5.0:
-            msg.chunk_rate_hz = float((len(ts) - 1) / max(ts[-1] - ts[0], 1e-6))
-        msg.last_timing = _stage_list(self._last_timing)
-        msg.observation_age = float(self._obs_age)
-        msg.message = self._message
+        msg.message = "unconfigured"
+        if loop is not None:
+            msg.chunks_published = loop.chunks_published
+            msg.chunks_failed = loop.chunks_failed
+            msg.chunk_rate_hz = loop.chunk_rate()
+            msg.last_timing = _stage_list(loop.last_timing)
+            msg.observation_age = float(loop.obs_age)
+            msg.message = loop.message
         self.status_pub.publish(msg)
 
     def _publish_diagnostics(self) -> None:
@@ -530,28 +378,34 @@ class PolicyNode(LifecycleNode):
                 ("dropped", str(d.dropped)), ("rejected", str(d.rejected)))]
             arr.status.append(st)
         st = DiagnosticStatus(name=f"{self.get_name()}: inference", hardware_id=self.profile.name)
-        st.level = DiagnosticStatus.OK if self._state in (PolicyStatus.STATE_ACTIVE, PolicyStatus.STATE_INACTIVE) else DiagnosticStatus.WARN
-        st.message = self._message
-        st.values = [KeyValue(key="chunks_published", value=str(self.chunks_published)),
-                     KeyValue(key="chunks_failed", value=str(self.chunks_failed)),
+        loop = self.loop
+        if loop is None:
+            return
+        st.level = DiagnosticStatus.OK if loop.state in ("active", "inactive") else DiagnosticStatus.WARN
+        st.message = loop.message
+        st.values = [KeyValue(key="chunks_published", value=str(loop.chunks_published)),
+                     KeyValue(key="chunks_failed", value=str(loop.chunks_failed)),
                      KeyValue(key="sync_resets", value=str(self.sync.resets))]
-        st.values += [KeyValue(key=f"{k}_s", value=f"{v:.4f}") for k, v in self._last_timing.items()]
+        st.values += [KeyValue(key=f"{k}_s", value=f"{v:.4f}") for k, v in loop.last_timing.items()]
         arr.status.append(st)
         self.diag_pub.publish(arr)
 
 
 def format_summary(node: PolicyNode) -> str:
-    lines = [f"Policy summary: {node.chunks_published} chunks published, {node.chunks_failed} failed"
-             + (f" (last failure: {node._failures[-1]})" if node._failures else "")]
-    if node._timings:
-        keys = list(node._timings[0])
+    loop = node.loop
+    if loop is None:
+        return "Policy summary: no policy was loaded"
+    lines = [f"Policy summary: {loop.chunks_published} chunks published, {loop.chunks_failed} failed"
+             + (f" (last failure: {loop.failures[-1]})" if loop.failures else "")]
+    if loop.timings:
+        keys = list(loop.timings[0])
         parts = []
         for k in keys:
-            vals = np.array([t.get(k, 0.0) for t in node._timings]) * 1000
+            vals = np.array([t.get(k, 0.0) for t in loop.timings]) * 1000
             parts.append(f"{k} {np.percentile(vals, 50):.1f}/{np.percentile(vals, 95):.1f}")
         lines.append("  per-stage latency p50/p95 (ms): " + ", ".join(parts))
-    if node._wait_reasons:
-        lines.append(f"  inferences that waited for a coherent observation, by stream: {node._wait_reasons}")
+    if loop.wait_reasons:
+        lines.append(f"  inferences that waited for a coherent observation, by stream: {loop.wait_reasons}")
     if node.sync is not None:
         for d in node.sync.diagnostics(node.now()):
             lines.append(f"  stream {d.name}: {d.rate_hz:.1f} Hz, {d.received} received, {d.dropped} missing, {d.rejected} rejected")
