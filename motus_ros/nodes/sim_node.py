@@ -55,7 +55,6 @@ import collections
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -73,6 +72,7 @@ from motus_core.robot_profile import CAMERA_ROLES, load_profile  # noqa: E402
 from motus_core.sim.commands import OUT_OF_LIMITS, CommandInterpreter  # noqa: E402
 from motus_core.sim.config import SimConfig  # noqa: E402
 from motus_core.sim.render import CameraRenderer  # noqa: E402
+from motus_core.sim.runner import SimCounters, SimOutputs, SimRunner  # noqa: E402
 from motus_core.sim.simulator import AlohaSim, SimulationError  # noqa: E402
 from motus_core.sim.tasks import TASKS  # noqa: E402
 from motus_core.sim.trajectory import CommandRejected  # noqa: E402
@@ -81,24 +81,6 @@ from motus_ros.conversions import camera_info_msg, canonical_to_joint_state, dur
 from motus_ros.params import declare_parameters  # noqa: E402
 
 LOG_EVERY = 2.0  # s: at most one warning per kind of rejection in this interval
-
-
-@dataclass
-class SimCounters:
-    frames_rendered: int = 0
-    frames_late: int = 0
-    frames_skipped: int = 0
-    time_slips: int = 0
-    commands_received: int = 0
-    commands_rejected: int = 0
-    values_clamped: int = 0
-    points_skipped: int = 0
-    physics_errors: int = 0
-    rejections: dict = field(default_factory=collections.Counter)
-
-    @property
-    def frames_dropped(self) -> int:
-        return self.frames_late + self.frames_skipped
 
 
 class _Throttle:
@@ -303,7 +285,8 @@ class SimNode(Node):
             self.get_logger().error(f"the simulator thread stopped: {exc!r}; shutting the node down")
             rclpy.try_shutdown(context=self.context)
         finally:
-            renderer.close()
+            runner = getattr(self, "_runner", None)  # a reset to another task replaced the renderer
+            (runner.renderer if runner is not None else renderer).close()
 
     def _make_object_publishers(self, sim: AlohaSim) -> None:
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -352,70 +335,25 @@ class SimNode(Node):
         return renderer
 
     def _loop(self, sim: AlohaSim, renderer: CameraRenderer) -> None:
-        cfg = self.cfg
-        periods = {"clock": 1.0 / cfg.clock_rate, "state": 1.0 / cfg.joint_state_rate, "camera": 1.0 / cfg.camera_rate}
-        # Event times are kept as integer multiples of each period (no drift); k counts events.
-        t0 = sim.time
-        k = {name: 0 for name in periods}
-        wall0 = time.monotonic()
-        sim0 = sim.time
-        rtf = cfg.real_time_factor
-        next_status = wall0
-        status_mark = (wall0, sim.time)
-        while self._running and self.context.ok():
-            renderer = self._apply_queue(sim, renderer)
-            due_times = {name: t0 + k[name] * p for name, p in periods.items()}
-            t_next = min(due_times.values())
-            if t_next < sim.time - 1e-9:  # after a reset or a slip: re-base the schedule
-                t0 = sim.time
-                k = {name: 0 for name in periods}
-                continue
-            try:
-                sim.step_until(t_next)
-            except SimulationError as exc:
-                self.counters.physics_errors += 1
-                self.get_logger().error(f"{exc}; resetting the episode (seed {sim.seed})")
-                sim.reset(seed=sim.seed)
-                continue
-            now_sim = sim.time
-            # an event is due at the physics step nearest to its time (steps are 2 ms, periods are not multiples)
-            due = [name for name, t in due_times.items() if t <= now_sim + 0.5 * sim.dt]
-            wall_target = wall0 + (now_sim - sim0) / rtf
-            images = None
-            if "camera" in due:
-                deadline = wall_target + periods["camera"] / rtf
-                if cfg.skip_late_frames and time.monotonic() > deadline:
-                    self.counters.frames_skipped += 1
-                else:
-                    images = {r: renderer.render(sim.data, r) for r in self.cameras}
-                    self.counters.frames_rendered += 1
-            if "state" in due:
-                sim.update_task()
-            # pace: wait for the wall time of this sim time, then publish
-            lag = time.monotonic() - wall_target
-            if lag < 0:
-                self._wake.wait(-lag)
-                self._wake.clear()
-            elif lag > cfg.max_lag:
-                wall0 += lag  # let sim time slip instead of racing to catch up
-                self.counters.time_slips += 1
-            stamp = time_msg(now_sim)
-            if "clock" in due:
-                self._clock_pub.publish(Clock(clock=stamp))
-            if "state" in due:
-                self._publish_state(sim, stamp)
-            if images is not None:
-                self._publish_images(images, renderer, stamp)
-                if time.monotonic() > wall_target + periods["camera"] / rtf:
-                    self.counters.frames_late += 1
-            for name in due:
-                k[name] += 1
-            wall_now = time.monotonic()
-            if wall_now >= next_status:
-                achieved = (sim.time - status_mark[1]) / max(wall_now - status_mark[0], 1e-9)
-                status_mark = (wall_now, sim.time)
-                next_status = wall_now + 1.0 / cfg.status_rate
-                self._publish_diagnostics(sim, achieved)
+        """The scheduler and pacing are ``motus_core.sim.runner.SimRunner``; this node publishes its events."""
+        def physics_error(exc: Exception) -> None:
+            self.get_logger().error(f"{exc}; resetting the episode (seed {sim.seed})")
+
+        outputs = SimOutputs(
+            clock=lambda t: self._clock_pub.publish(Clock(clock=time_msg(t))),
+            state=lambda t: self._publish_state(sim, time_msg(t)),
+            images=lambda images, t: self._publish_images(images, runner.renderer, time_msg(t)),
+            status=lambda achieved: self._publish_diagnostics(sim, achieved),
+            physics_error=physics_error,
+        )
+
+        def poll() -> None:
+            runner.renderer = self._apply_queue(sim, runner.renderer)
+
+        runner = SimRunner(sim, renderer, tuple(self.cameras), self.cfg, outputs, poll=poll,
+                           running=lambda: self._running and self.context.ok(), wake=self._wake, counters=self.counters)
+        self._runner = runner
+        runner.run()
 
     def _publish_state(self, sim: AlohaSim, stamp) -> None:
         names = self.profile.joint_names
