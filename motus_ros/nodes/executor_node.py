@@ -436,7 +436,8 @@ class ExecutorNode(Node):
         order = (np.arange(n) + (self._hist_n - n)) % self._hist_t.shape[0]
         out = {"strategy": st["strategy"], "state": st["state_name"], "chunks_received": st["chunks_received"],
                "chunks_rejected": st["chunks_rejected"], "limit_hits": st["limit_hits"], "limit_hits_by_kind": st["limit_hits_by_kind"],
-               "watchdog_stops": st["watchdog_stops"], "clock_jumps": st["clock_jumps"], "delay_actions": st["delay_stats"], "rejections": list(self.core.rejections)[-5:]}
+               "watchdog_stops": st["watchdog_stops"], "clock_jumps": st["clock_jumps"], "delay_actions": st["delay_stats"], "rejections": list(self.core.rejections)[-5:],
+               "contract": {k: st[k] for k in ("chunk_length", "execution_horizon", "max_delay", "step_period")}, "late_chunks": st["late_chunks"]}
         if n > 10:
             t, P, V, A = self._hist_t[order], self._hist_p[order], self._hist_v[order], self._hist_a[order]
             keep = np.concatenate([[True], np.diff(t) > 1e-9])
@@ -495,7 +496,7 @@ def trajectory_divisor(command_rate: float, trajectory_rate: float) -> int:
 def format_summary(s: dict) -> str:
     lines = [f"Closed-loop summary ({s['strategy']}): final state {s['state']}",
              f"  chunks: {s['chunks_received']} executed, {s['chunks_rejected']} rejected; watchdog stops {s['watchdog_stops']}",
-             f"  measured delay (actions): {s['delay_actions']}"]
+             f"  measured delay (actions): {s['delay_actions']}; chunk contract {s.get('contract')}, {s.get('late_chunks', 0)} chunks later than max_delay"]
     if "command_rate_hz" in s:
         lines.append(f"  command stream: {s['command_rate_hz']:.1f} Hz, period error p50 {s.get('command_period_error_ms_p50', 0):.2f} ms "
                      f"p99 {s.get('command_period_error_ms_p99', 0):.2f} ms")
