@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test.helpers import FIXTURES
+from test.helpers import FIXTURES, require_fixture
 
 MODEL_DIR = Path(os.environ.get("MOTUS_PARITY_FIXTURE", FIXTURES / "motus_parity" / "model"))
 VAE_DIR = Path(os.environ.get("MOTUS_VAE_FIXTURE", FIXTURES / "motus_parity" / "vae"))
@@ -26,8 +26,7 @@ TOL = dict(atol=1e-4, rtol=1e-4)
 
 
 def _require(path: Path):
-    if not path.is_dir():
-        pytest.skip(f"parity fixture folder {path} does not exist")
+    require_fixture(path / "manifest.json", "Motus parity fixture")
 
 
 def close(got: torch.Tensor, ref: torch.Tensor, name: str, **tol):

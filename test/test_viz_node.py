@@ -19,7 +19,7 @@ import pytest
 
 from motus_core.preprocessing import MOSAIC_ROLES
 from motus_core.robot_profile import load_profile
-from test.conftest import wait_until
+from test.helpers import wait_until
 from test.helpers import ROOT, node_process, stop_process
 from test.viz_data import camera_image, fixed_chunk, model_frame, regions
 
