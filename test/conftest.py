@@ -85,6 +85,9 @@ SLOW: dict[str, set[str]] = {
     "test_mola_parity_idm": {"*"},
     "test_runtime_executor": {"test_rtc_and_te_hand_over_more_smoothly_than_sync"},
     "test_sim_ground_truth": {"*"},
+    "test_sim_core": {"test_scripted_demonstrator_succeeds"},
+    "test_motus_modes": {"*"},
+    "test_viz_core": {"test_matcher_pairs_frames_of_the_same_time"},
 }
 
 _ros_modules: dict[str, bool] = {}

@@ -88,5 +88,9 @@ def test_tools_are_registered_mains_in_one_place(name):
     """ROS-free tools are motus_core.cli modules, ROS tools motus_ros modules; each entry resolves."""
     module, func = TOOLS[name].split(":")
     assert module.startswith(("motus_core.cli.", "motus_ros.")), f"{name} -> {module}: tools live in motus_core/cli/"
-    assert callable(getattr(importlib.import_module(module), func))
     assert name not in EXECUTABLES
+    if module.startswith("motus_ros."):  # ROS tools: found, not imported (this test stays ROS-free)
+        path = ROOT / (module.replace(".", "/") + ".py")
+        assert path.is_file() and f"def {func}(" in path.read_text()
+        return
+    assert callable(getattr(importlib.import_module(module), func))
