@@ -105,16 +105,25 @@ def _is_ros_module(path: Path) -> bool:
 
 def pytest_collection_modifyitems(config, items):
     """Mark every test unit, ros or slow (registered in setup.cfg)."""
+    seen: dict[str, set[str]] = {}
     for item in items:
         own = {m.name for m in item.iter_markers()}
-        module = Path(str(item.fspath)).stem
-        if "ros" not in own and ("ros_context" in getattr(item, "fixturenames", ()) or _is_ros_module(Path(str(item.fspath)))):
+        path = Path(str(item.path))
+        module = path.stem
+        if "ros" not in own and ("ros_context" in getattr(item, "fixturenames", ()) or _is_ros_module(path)):
             item.add_marker(pytest.mark.ros)
             own.add("ros")
         name = getattr(item, "originalname", None) or item.name.split("[")[0]
+        seen.setdefault(module, set()).add(name)
         slow = SLOW.get(module, set())
         if "slow" not in own and "ros" not in own and ("*" in slow or name in slow):
             item.add_marker(pytest.mark.slow)
             own.add("slow")
         if not own & {"ros", "slow"}:
             item.add_marker(pytest.mark.unit)
+    for module, names in seen.items():  # a renamed test must not fall out of the slow list unnoticed
+        stale = SLOW.get(module, set()) - names - {"*"}
+        if stale and not any("::" in str(a) for a in config.args):  # whole modules were collected
+            import warnings
+
+            warnings.warn(f"test/conftest.py SLOW names tests that {module} does not have: {sorted(stale)}")
