@@ -123,7 +123,7 @@ def burn_policy(seconds: float) -> None:
     import torch
 
     from motus_core.policy.base import Observation, PolicyRequest
-    from motus_core.policy.registry import load_policy
+    from motus_core.policies import load_policy
     from motus_core.robot_profile import load_profile
 
     torch.set_num_threads(os.cpu_count() or 2)
@@ -197,7 +197,7 @@ def bench_executor(seconds: float, rt_priority: int) -> dict:
 
 # ------------------------------------------------------------------------------------ 3. smoothness
 def bench_smoothness(duration: float) -> dict:
-    from motus_core.policy.replay import ReplayPolicy
+    from motus_core.policies.replay import ReplayPolicy
     from motus_core.robot_profile import load_profile
     from motus_core.runtime import metrics
     from motus_core.runtime.executor import ChunkExecutor, ExecutorConfig

@@ -20,14 +20,15 @@ EXECUTABLES = {
     "mcap_viz_recorder": "motus_ros.nodes.mcap_viz_recorder:main",
 }
 
-# Command-line tools that are not ROS nodes (installed to bin/).
+# Command-line tools that are not ROS nodes (installed to bin/). ROS-free tools live in
+# motus_core/cli/<tool>.py (thin argparse mains over library code), ROS tools in motus_ros/.
 TOOLS = {
     "motus-launch": "motus_ros.launcher:main",
-    "motus-convert-checkpoint": "motus_core.models.motus.convert_cli:main",
-    "motus-convert": "motus_core.data.convert:main",
-    "motus-sim-dataset": "motus_core.sim.dataset:main",
-    "mola-train-stage1": "motus_core.models.mola.train.cli:stage1_main",
-    "mola-train-stage2": "motus_core.models.mola.train.cli:stage2_main",
-    "mola-train-stage3": "motus_core.models.mola.train.cli:stage3_main",
-    "mola-convert-checkpoint": "motus_core.models.mola.convert:main",
+    "motus-convert-checkpoint": "motus_core.cli.convert_checkpoint:main",
+    "motus-convert": "motus_core.cli.convert:main",
+    "motus-sim-dataset": "motus_core.cli.sim_dataset:main",
+    "mola-train-stage1": "motus_core.cli.mola_train:stage1_main",
+    "mola-train-stage2": "motus_core.cli.mola_train:stage2_main",
+    "mola-train-stage3": "motus_core.cli.mola_train:stage3_main",
+    "mola-convert-checkpoint": "motus_core.cli.mola_convert_checkpoint:main",
 }

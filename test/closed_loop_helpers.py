@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test.helpers import node_process, stop_process
+from test.helpers import node_process, stop_process, wait_until
 
 SIM_ENV = {"MUJOCO_GL": "egl"}
 _SPAWNED: list[subprocess.Popen] = []
@@ -176,16 +176,9 @@ class Monitor:
 
     # ------------------------------------------------------------------ waiting
     def wait(self, predicate, timeout: float, what: str, procs=()) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            for p in procs:
-                if p.poll() is not None:
-                    raise AssertionError(f"waiting for {what}: a node exited with {p.returncode}:\n{stop_process(p)[-3000:]}")
-            time.sleep(0.02)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}; executor status: "
-                             f"{getattr(self.exec_status, 'message', None)!r}, policy status: {getattr(self.policy_status, 'message', None)!r}")
+        wait_until(predicate, timeout, what=what, procs=procs,
+                   describe=lambda: f"executor status: {getattr(self.exec_status, 'message', None)!r}, "
+                                    f"policy status: {getattr(self.policy_status, 'message', None)!r}")
 
     def executor_state(self) -> int | None:
         return None if self.exec_status is None else int(self.exec_status.state)

@@ -7,11 +7,38 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Iterable
 
 ROOT = Path(__file__).resolve().parent.parent
 # The shared reference fixtures (parity fixtures etc.): MOTUS_SHARED_FIXTURES, else ../shared/fixtures.
 FIXTURES = Path(os.environ.get("MOTUS_SHARED_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 _DOMAIN_LOCKS = Path("/tmp/motus_ros_test_domains")
+# Where a missing reference fixture is an error, not a reason to skip (CI sets one of them).
+REQUIRE_FIXTURES_ENV = ("CI", "MOTUS_REQUIRE_FIXTURES")
+
+
+def fixtures_required() -> bool:
+    """True when ``CI`` or ``MOTUS_REQUIRE_FIXTURES`` is set (to anything but empty, 0, false or no)."""
+    return any(os.environ.get(k, "").strip().lower() not in ("", "0", "false", "no") for k in REQUIRE_FIXTURES_ENV)
+
+
+def require_fixture(path: Path, what: str = "reference fixture") -> Path:
+    """``path`` if it exists; else skip the test on a developer machine, but FAIL it in CI.
+
+    Parity tests compare with the official code's outputs stored as fixtures; in CI a missing fixture
+    means the check silently did not run, so it fails (set ``MOTUS_SHARED_FIXTURES`` to the folder).
+    """
+    path = Path(path)
+    if path.exists():
+        return path
+    message = f"{what} not found at {path} (set MOTUS_SHARED_FIXTURES to the shared fixtures folder)"
+    if fixtures_required():
+        import pytest
+
+        pytest.fail(f"{message}; fixtures are required here ({' or '.join(REQUIRE_FIXTURES_ENV)} is set)", pytrace=False)
+    import pytest
+
+    pytest.skip(message)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -49,6 +76,42 @@ def reserve_domain_id(low: int = 20, high: int = 100) -> int:
         os.close(fd)
         return did
     return random.randint(low, high)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, *, what: str | None = None, spin: Callable[[], object] | None = None,
+               procs: Iterable[subprocess.Popen] = (), period: float = 0.02, describe: Callable[[], str] | None = None) -> bool:
+    """THE wait of the tests: poll ``predicate`` until it is true or ``timeout`` seconds have passed.
+
+    * ``spin``: called before each poll instead of sleeping ``period`` (e.g.
+      ``lambda: executor.spin_once(timeout_sec=0.02)``: callbacks run while we wait);
+    * ``procs``: processes that must stay alive meanwhile: if one exits, AssertionError with its output;
+    * ``what``: on timeout raise AssertionError("timed out after T s waiting for <what>[; describe()]")
+      instead of returning False (``describe`` adds the state that explains the failure).
+
+    Returns True, or (without ``what``) the predicate's truth at the deadline. Never a bare sleep in a
+    test: wait on the condition with a generous timeout (the CI machine has two busy cores).
+    """
+    procs = tuple(procs)
+    deadline = time.monotonic() + timeout
+    while True:
+        if spin is not None:
+            spin()
+        if predicate():
+            return True
+        for p in procs:
+            if p.poll() is not None:
+                raise AssertionError(f"waiting for {what or 'a condition'}: a process exited with {p.returncode}:\n"
+                                     f"{stop_process(p)[-3000:]}")
+        if time.monotonic() >= deadline:
+            break
+        if spin is None:
+            time.sleep(period)
+    if predicate():
+        return True
+    if what is None:
+        return False
+    extra = f"; {describe()}" if describe is not None else ""
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{extra}")
 
 
 def node_process(executable_module: str, *ros_args: str, env: dict | None = None, args: tuple[str, ...] = ()) -> subprocess.Popen:

@@ -13,16 +13,11 @@ import numpy as np
 import pytest
 
 from motus_core.robot_profile import load_profile
-from test.helpers import node_process, stop_process
+from test.helpers import node_process, stop_process, wait_until
 
 
 def _spin_until(executor, predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        executor.spin_once(timeout_sec=0.02)
-        if predicate():
-            return
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_until(predicate, timeout, what=what, spin=lambda: executor.spin_once(timeout_sec=0.02))
 
 
 def test_tiny_motus_policy_node_serves_prefixed_chunks(ros_context, tmp_path):

@@ -2,7 +2,6 @@
 
 Simulated robot + replay policy + executor (started disabled: only the action moves the robot).
 """
-import threading
 import time
 
 import numpy as np
@@ -13,7 +12,7 @@ from motus_core.runtime.executor import ExecState
 from motus_core.runtime.offline import synthetic_motion
 from test.closed_loop_helpers import spawned_cleanup  # noqa: F401  (autouse: no node outlives its test)
 from test.closed_loop_helpers import Monitor, start_executor, start_policy, start_sim
-from test.helpers import stop_process
+from test.helpers import stop_process, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +49,7 @@ def _goal(instruction: str, seconds: float, stop_on_success: bool = False):
 
 
 def _wait_future(fut, timeout: float):
-    done = threading.Event()
-    fut.add_done_callback(lambda _f: done.set())
-    assert done.wait(timeout), "the action server did not answer"
+    wait_until(fut.done, timeout, what="the action server's answer")  # the graph's executor spins in its thread
     return fut.result()
 
 

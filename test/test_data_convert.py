@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from motus_core.data.convert import ConvertConfig, Converter, main as convert_main
+from motus_core.cli.convert import main as convert_main
+from motus_core.data.convert import ConvertConfig, Converter
 from motus_core.data.episode import read_metadata
 from motus_core.data.extract import SyncOptions
 from motus_core.data.motus_layout import load_qpos
@@ -250,3 +251,60 @@ def test_cli(tmp_path, capsys):
     assert (out / "pick_cube" / "instructions" / "c1.pt").is_file() and (out / "stat.json").is_file()
     assert convert_main([str(src), str(out), "--tiny-text-encoder", "--quiet"]) == 0
     assert "1 up_to_date" in capsys.readouterr().out
+
+
+def _layout_dirs(root: Path) -> list[str]:
+    """Folders under ``root`` apart from the converter's own reports and caches."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_dir()
+                  and not {"sync_reports", ".embedding_cache"} & set(p.relative_to(root).parts))
+
+
+def test_cli_fails_when_no_episode_converts_and_leaves_no_empty_folders(tmp_path, capsys):
+    """Issue 15 item 2: every episode failed -> non-zero exit naming the failures; no empty layout folders."""
+    src, out = tmp_path / "eps", tmp_path / "motus"
+    rec = record_synthetic(src, "t1", frames=15)
+    record_synthetic(src, "t2", frames=15, recorder=rec)
+    for eid in ("t1", "t2"):
+        mcap = src / eid / "bag" / "bag.mcap"
+        mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+    assert convert_main([str(src), str(out), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "no episode converted (2 failed)" in captured.err
+    assert "t1: failed:" in captured.out and "t2: failed:" in captured.out
+    assert _layout_dirs(out) == []
+    report = json.loads((out / "conversion_report.json").read_text())
+    assert report["counts"]["failed"] == 2 and all(e["reason"] for e in report["episodes"])
+    # the same for the RoboTwin layout, where each episode failing also must not leave numbers behind
+    assert convert_main([str(src), str(tmp_path / "rt"), "--format", "robotwin", "--tiny-text-encoder", "--quiet"]) == 1
+    assert _layout_dirs(tmp_path / "rt") == []
+
+
+def test_robotwin_without_text_encoder_is_refused_before_writing(tmp_path, capsys):
+    src, out = tmp_path / "eps", tmp_path / "rt"
+    record_synthetic(src, "n1", frames=15)
+    assert convert_main([str(src), str(out), "--format", "robotwin", "--quiet"]) == 2
+    assert "needs instruction embeddings" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(ValueError, match="text encoder"):
+        Converter(_cfg(src, out, format="robotwin"))
+
+
+def test_excluded_episode_leaves_no_empty_folders(tmp_path):
+    src, out = tmp_path / "eps", tmp_path / "motus"
+    record_synthetic(src, "gappy", frames=40, drop_left=tuple(range(10, 22)))
+    (e,) = Converter(_cfg(src, out)).run().episodes
+    assert e.status == "excluded" and _layout_dirs(out) == []
+
+
+def test_formats_are_registered_modules():
+    """Each output format is one module of motus_core.data.formats registering itself; the CLI lists them."""
+    from motus_core.cli.convert import build_parser
+    from motus_core.data.formats import OutputFormat, format_names, get_format
+
+    assert format_names() == ("motus", "lerobot", "robotwin")
+    for name in format_names():
+        cls = get_format(name)
+        assert issubclass(cls, OutputFormat) and cls.name == name and cls.__module__ == f"motus_core.data.formats.{name}"
+    assert get_format("robotwin").embeddings == "required" and get_format("lerobot").rebuild
+    with pytest.raises(ValueError, match="format must be one of"):
+        get_format("rlds")
+    assert "robotwin" in build_parser().format_help()

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,18 +17,10 @@ from motus_core.data.convert import ConvertConfig, Converter, classify
 from motus_core.data.episode import COMPLETE, DISCARDED, INCOMPLETE, RECORDING, list_episodes, read_metadata
 from motus_core.robot_profile import load_profile
 from test.data_helpers import TS, image_cdr, joints_cdr, record_synthetic
+from test.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "test" / "data_record_worker.py"
-
-
-def _wait(pred, timeout=30.0, period=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(period)
-    return bool(pred())
 
 
 def _worker(root: Path, eid: str, *extra: str, preexec=None, prefix=()) -> subprocess.Popen:
@@ -111,7 +102,7 @@ def test_sigkill_mid_episode_bag_readable_and_incomplete(tmp_path, storage):
     bag = tmp_path / "killed" / "bag"
     try:
         # wait until at least one flush put messages on disk, then kill without warning
-        assert _wait(lambda: bag_state(bag) == UNFINISHED and count_messages(bag).get("/cam_high/image_raw", 0) >= 5, 60)
+        assert wait_until(lambda: bag_state(bag) == UNFINISHED and count_messages(bag).get("/cam_high/image_raw", 0) >= 5, 60, period=0.05)
         readable_before = count_messages(bag)["/cam_high/image_raw"]
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)

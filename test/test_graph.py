@@ -145,11 +145,10 @@ def test_motus_launch_starts_the_described_nodes(ros_context):
     """`motus-launch` (pip-only) brings up exactly the nodes of the description, and Ctrl-C stops them all."""
     import signal
     import subprocess
-    import time
 
     import rclpy
 
-    from test.helpers import ROOT as REPO, stop_process
+    from test.helpers import ROOT as REPO, stop_process, wait_until
 
     values = {"graph": "viz", "hardware": "sim", "image_width": "64", "image_height": "48"}
     expected = {f"{s.namespace}/{s.name}".replace("//", "/") if s.namespace else f"/{s.name}" for s in graph_mod.describe_graph(values)}
@@ -158,13 +157,15 @@ def test_motus_launch_starts_the_described_nodes(ros_context):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     node = rclpy.create_node("graph_probe", context=ros_context)
     try:
-        deadline = time.monotonic() + 60
         seen: set[str] = set()
-        while time.monotonic() < deadline and not expected <= seen:
-            seen = {f"{ns.rstrip('/')}/{n}" for n, ns in node.get_node_names_and_namespaces()}
-            assert proc.poll() is None, stop_process(proc)
-            time.sleep(0.2)
-        assert expected <= seen, f"missing nodes: {expected - seen}"
+
+        def all_seen() -> bool:
+            seen.clear()
+            seen.update(f"{ns.rstrip('/')}/{n}" for n, ns in node.get_node_names_and_namespaces())
+            return expected <= seen
+
+        wait_until(all_seen, 60, what="the graph's nodes", procs=[proc], period=0.2,
+                   describe=lambda: f"missing nodes: {expected - seen}")
         os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 130, out[-3000:]

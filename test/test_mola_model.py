@@ -13,7 +13,7 @@ from motus_core.models.mola.checkpoint import (
 )
 from motus_core.models.mola.config import MolaConfig, MolaConfigError
 from motus_core.models.mola.model import MolaNet
-from motus_core.models.mola.testing import tiny_config
+from motus_core.models.mola.config import tiny_config
 
 
 def _count(module) -> int:

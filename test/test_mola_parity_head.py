@@ -19,12 +19,16 @@ from motus_core.models.mola.config import HeadConfig
 from motus_core.models.mola.head import ActionHead
 from motus_core.models.mola.objectives import EdmObjective
 from motus_core.models.parity_fixture import load_fixture
-from test.helpers import FIXTURES
+from test.helpers import FIXTURES, require_fixture
 
 DEFAULT = FIXTURES / "mola_parity" / "action_head"
 FOLDER = Path(os.environ.get("MOLA_HEAD_FIXTURE", DEFAULT))
 
-pytestmark = pytest.mark.skipif(not (FOLDER / "manifest.json").is_file(), reason=f"no MoLA head fixture at {FOLDER}")
+
+@pytest.fixture(scope="module", autouse=True)
+def _fixture_present():
+    """Skipped on a developer machine without the fixture; a failure in CI (test.helpers.require_fixture)."""
+    require_fixture(FOLDER / "manifest.json", "MoLA head fixture")
 
 
 @pytest.fixture(scope="module")

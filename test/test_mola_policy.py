@@ -10,9 +10,10 @@ import yaml
 
 from motus_core.models.mola.checkpoint import write_policy_dir
 from motus_core.models.mola.model import MolaNet
-from motus_core.models.mola.testing import save_tiny_foundation, tiny_config
+from motus_core.models.mola.config import tiny_config
+from motus_core.models.mola.testing import save_tiny_foundation
 from motus_core.policy.base import Observation, PolicyError, PolicyRequest
-from motus_core.policy.registry import load_policy
+from motus_core.policies import load_policy
 from motus_core.preprocessing import MinMaxNormalizer, write_stats
 from motus_core.robot_profile import load_profile
 
@@ -129,7 +130,7 @@ def test_checkpoint_problems_give_clear_errors(found, tmp_path):
 
 def test_release_checkpoint_converts_strictly_and_predicts_the_same(found, tmp_path):
     from motus_core.models.mola.checkpoint import net_key_to_release
-    from motus_core.models.mola.convert import main as convert_main
+    from motus_core.cli.mola_convert_checkpoint import main as convert_main
     from motus_core.models.mola.video import VideoModel
 
     _, base = found

@@ -12,13 +12,14 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from motus_core.models.mola.testing import save_tiny_foundation, save_tiny_stage2_models, tiny_config
-from motus_core.models.mola.train.cli import main as train_main
-from motus_core.models.mola.train.cli import prepare_stage
+from motus_core.models.mola.config import tiny_config
+from motus_core.models.mola.testing import save_tiny_foundation, save_tiny_stage2_models
+from motus_core.cli.mola_train import main as train_main
+from motus_core.models.mola.train.run import prepare_stage
 from motus_core.models.mola.train.common import CheckpointIO, step_generator
 from motus_core.models.mola.data import collate
 from motus_core.policy.base import Observation, PolicyRequest
-from motus_core.policy.registry import load_policy
+from motus_core.policies import load_policy
 
 from test.mola_helpers import INSTRUCTION, write_tiny_dataset
 
@@ -187,7 +188,7 @@ def test_stage3_end_to_end_with_resume_and_inference(env, stage1, stage2, tmp_pa
     (resumed / "checkpoints" / "latest").write_text("step_00000002")
     steps_seen = []
     raw_resume = raw_config(env, 3, "stage3_resumed", model=model_cfg, stage3={"idm_checkpoint": stage2_idms})
-    from motus_core.models.mola.train.cli import run_stage
+    from motus_core.models.mola.train.run import run_stage
 
     run_stage(3, raw_resume, on_step=lambda s, d: steps_seen.append(s))
     assert steps_seen == [3, 4]
@@ -252,7 +253,7 @@ def test_torchrun_two_processes_train_in_sync(env, tmp_path):
     cfg_path.write_text(yaml.safe_dump(raw))
     env_vars = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "motus_core.models.mola.train.cli", "1", "--config", str(cfg_path)],
+                           "-m", "motus_core.cli.mola_train", "1", "--config", str(cfg_path)],
                           capture_output=True, text=True, timeout=300, env=env_vars)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 ranks in sync" in proc.stderr, proc.stderr[-3000:]

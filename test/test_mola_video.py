@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from motus_core.models.mola.config import MolaConfigError
-from motus_core.models.mola.testing import save_tiny_foundation, tiny_config
+from motus_core.models.mola.config import tiny_config
+from motus_core.models.mola.testing import save_tiny_foundation
 from motus_core.models.mola.video import VideoModel, WeightsError
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test.helpers import FIXTURES
+from test.helpers import FIXTURES, require_fixture
 
 MODEL_DIR = Path(os.environ.get("MOTUS_PARITY_FIXTURE", FIXTURES / "motus_parity" / "model"))
 VAE_DIR = Path(os.environ.get("MOTUS_VAE_FIXTURE", FIXTURES / "motus_parity" / "vae"))
@@ -26,8 +26,7 @@ TOL = dict(atol=1e-4, rtol=1e-4)
 
 
 def _require(path: Path):
-    if not path.is_dir():
-        pytest.skip(f"parity fixture folder {path} does not exist")
+    require_fixture(path / "manifest.json", "Motus parity fixture")
 
 
 def close(got: torch.Tensor, ref: torch.Tensor, name: str, **tol):
@@ -70,8 +69,8 @@ def official_dir(model_fixture, tmp_path_factory):
 @pytest.fixture(scope="module")
 def converted(official_dir, tmp_path_factory):
     """Run the conversion command exactly as a user would, then load the result as a policy."""
-    from motus_core.models.motus.convert_cli import main
-    from motus_core.policy.registry import load_policy
+    from motus_core.cli.convert_checkpoint import main
+    from motus_core.policies import load_policy
 
     d, _ = official_dir
     out = tmp_path_factory.mktemp("motus_converted") / "ckpt"
@@ -235,7 +234,7 @@ def test_parity_vae(tmp_path):
 
     from motus_core.models.motus.checkpoint import load_weights
     from motus_core.models.motus.config import vae_config_from_original
-    from motus_core.models.motus.convert_cli import convert_vae
+    from motus_core.models.motus.convert_checkpoint import convert_vae
     from motus_core.models.motus.loading import build_vae
     from motus_core.models.parity_fixture import load_fixture
 
@@ -260,7 +259,7 @@ def test_parity_vae(tmp_path):
 
 def test_parity_umt5(tmp_path):
     _require(T5_DIR)
-    from motus_core.models.motus.convert_cli import convert_umt5
+    from motus_core.models.motus.convert_checkpoint import convert_umt5
     from motus_core.models.parity_fixture import load_fixture
     from motus_core.models.motus.text_encoder import load_text_encoder
 

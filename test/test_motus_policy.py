@@ -10,7 +10,7 @@ from motus_core.policy.base import Observation, PolicyError, PolicyRequest, chec
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from motus_core.policy.registry import load_policy
+    from motus_core.policies import load_policy
 
     cache = tmp_path_factory.mktemp("embeddings")
     return load_policy("tiny_motus", profile=None, options={"embedding_cache": str(cache), "seed": 1})
@@ -194,7 +194,7 @@ def test_official_yaml_fields_and_raw_normalisation():
     import yaml
 
     from motus_core.models.motus.config import from_official
-    from motus_core.models.motus.convert_cli import motus_fields
+    from motus_core.models.motus.convert_checkpoint import motus_fields
     from motus_core.models.motus.policy import _normalizer_from
     from motus_core.robot_profile import load_profile
 

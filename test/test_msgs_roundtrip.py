@@ -1,7 +1,6 @@
 """Round trip of every motus_msgs type (messages, services, the action) between two processes."""
 from __future__ import annotations
 
-import time
 
 import pytest
 import rclpy
@@ -12,7 +11,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 import motus_msgs.action as actions
 import motus_msgs.msg as msgs
 import motus_msgs.srv as srvs
-from test.helpers import node_process, stop_process
+from test.helpers import node_process, stop_process, wait_until
 from test.msg_fill import fill
 from test.nodes.interface_echo import MSG_TYPES, SRV_TYPES
 
@@ -26,10 +25,7 @@ def echo_process():
 
 
 def _spin_until(ex, predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not predicate():
-        ex.spin_once(timeout_sec=0.05)
-    return predicate()
+    return wait_until(predicate, timeout, spin=lambda: ex.spin_once(timeout_sec=0.05))
 
 
 def test_every_interface_round_trips_across_processes(ros_context, echo_process):

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -25,7 +24,7 @@ from motus_core.data.sync import NS, parse_joint_state_cdr
 from motus_core.models.motus.text_encoder import build_tiny_text_encoder
 from motus_core.preprocessing import make_mosaic, resize_with_padding
 from motus_core.robot_profile import load_profile
-from test.helpers import ROOT
+from test.helpers import ROOT, wait_until
 
 EPISODES = 2
 TASK_INSTRUCTION = "transfer the cube to the other arm"
@@ -87,9 +86,7 @@ def recorded(tmp_path_factory, request):
                              f"output_dir:={work / 'episodes'}", "seed:=3"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 240.0
-        while proc.poll() is None and time.monotonic() < deadline:
-            obs.spin()
+        wait_until(lambda: proc.poll() is not None, 240.0, spin=obs.spin)  # the graph ends after its episodes
         if proc.poll() is None:
             import signal
 

@@ -5,13 +5,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from motus_core.data.bag_reader import FINISHED, UNFINISHED, bag_state, count_messages, read_messages
 from motus_core.data.episode import COMPLETE, DISCARDED, INCOMPLETE, RECORDING, list_episodes, read_metadata
-from test.conftest import wait_until
-from test.helpers import ROOT, node_process, stop_process
+from test.helpers import ROOT, node_process, stop_process, wait_until
 
 FAKE_ROBOT = ROOT / "test" / "nodes" / "fake_robot.py"
 CAM = "/cam_high/image_raw"
@@ -138,19 +136,17 @@ def test_keyboard_cli_and_sigkill(tmp_path):
                            start_new_session=True)
     lines: list[str] = []
 
-    def read_until(pred, timeout=60.0):
+    def read_line():
         import select
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([cli.stdout], [], [], 0.1)
-            if r:
-                line = cli.stdout.readline()
-                if line:
-                    lines.append(line)
-            if pred():
-                return True
-        return pred()
+        r, _, _ = select.select([cli.stdout], [], [], 0.1)
+        if r:
+            line = cli.stdout.readline()
+            if line:
+                lines.append(line)
+
+    def read_until(pred, timeout=60.0):
+        return wait_until(pred, timeout, spin=read_line)
 
     def episodes():
         return {e.meta.episode_id: e for e in list_episodes(out)[0]} if out.is_dir() else {}

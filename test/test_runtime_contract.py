@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from motus_core.policy.base import ActionChunk
-from motus_core.policy.replay import ReplayPolicy
+from motus_core.policies.replay import ReplayPolicy
 from motus_core.robot_profile import load_profile
 from motus_core.runtime.contract import ContractError, negotiate
 from motus_core.runtime.executor import ChunkExecutor, ExecState, ExecutorConfig
@@ -138,7 +138,7 @@ def test_the_executor_process_does_not_load_torch():
 def test_the_models_declare_their_chunks():
     """Motus' H comes from its config (48), MoLA's from its config (15); both fit the defaults."""
     from motus_core.models.mola.config import MolaConfig
-    from motus_core.policy.registry import load_policy
+    from motus_core.policies import load_policy
 
     profile = load_profile("sim_aloha")
     tiny = load_policy("tiny_motus", profile=profile)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from motus_core.policy.base import ActionChunk, Observation, Policy, PolicyRequest
-from motus_core.policy.replay import ReplayPolicy, create as create_replay, load_trajectory
+from motus_core.policies.replay import ReplayPolicy, create as create_replay, load_trajectory
 from motus_core.robot_profile import load_profile
 from motus_core.runtime import metrics
 from motus_core.runtime.executor import ChunkExecutor, ExecState, ExecutorConfig

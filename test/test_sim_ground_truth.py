@@ -18,7 +18,8 @@ from motus_core.data.reader import MotusDataset
 from motus_core.data.video import read_video
 from motus_core.preprocessing import mosaic_layout_of, split_mosaic
 from motus_core.sim import AlohaSim
-from motus_core.sim.dataset import SimDatasetOptions, generate, main
+from motus_core.cli.sim_dataset import main
+from motus_core.sim.dataset import SimDatasetOptions, generate
 from motus_core.sim.ground_truth import (SEMANTIC_CLASSES, GroundTruthEpisode, GroundTruthError, ground_truth_path,
                                          semantic_labels)
 

@@ -16,7 +16,7 @@ import pytest
 
 from motus_core.robot_profile import load_profile
 from motus_core.sim.tasks import TASKS
-from test.helpers import node_process, stop_process
+from test.helpers import node_process, stop_process, wait_until
 
 SIM_ENV = {"MUJOCO_GL": "egl"}
 PROFILE = load_profile("sim_aloha")
@@ -109,14 +109,7 @@ class Probe:
                 self.diag = {kv.key: kv.value for kv in st.values}
 
     def wait(self, cond, timeout, what, proc=None):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if cond():
-                return
-            if proc is not None and proc.poll() is not None:
-                raise AssertionError(f"the simulator died while waiting for {what}:\n{stop_process(proc)[-3000:]}")
-            time.sleep(0.02)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        wait_until(cond, timeout, what=what, procs=[proc] if proc is not None else ())
 
     def wait_sim_time(self, t, proc=None, timeout=60.0):
         self.wait(lambda: self.clock >= t, timeout, f"sim time {t:.2f}", proc)

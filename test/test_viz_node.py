@@ -19,8 +19,7 @@ import pytest
 
 from motus_core.preprocessing import MOSAIC_ROLES
 from motus_core.robot_profile import load_profile
-from test.conftest import wait_until
-from test.helpers import ROOT, node_process, stop_process
+from test.helpers import ROOT, node_process, stop_process, wait_until
 from test.viz_data import camera_image, fixed_chunk, model_frame, regions
 
 PROFILE = load_profile("sim_aloha")

@@ -1,10 +1,13 @@
-"""``motus-convert``: recorded episodes (rosbag2 + episode.json) -> training datasets.
+"""Recorded episodes (rosbag2 + episode.json) -> training datasets (the library behind ``motus-convert``).
 
-    motus-convert EPISODES_DIR OUTPUT_DIR [--format motus|robotwin|lerobot] [--text-encoder PATH | --tiny-text-encoder]
+The output formats live in :mod:`motus_core.data.formats` (one module each, behind one interface):
 
 * ``motus`` (default): the Motus real-robot layout (``motus_layout``) + ``stat.json`` per robot;
 * ``robotwin``: the RoboTwin 2.0 layout under ``OUTPUT_DIR/<split>/<task>`` (``robotwin_layout``);
+  it needs instruction embeddings, so a text encoder (``motus_core.data.text.TextEncoder``) is required;
 * ``lerobot``: a LeRobot v3.0 dataset in ``OUTPUT_DIR`` (``lerobot_v3``).
+
+The text encoder is passed in (``ConvertConfig.text_encoder``): this module never imports a model.
 
 Which episodes: only ``complete`` ones whose outcome is in ``--outcomes`` (default success and
 unknown). ``recording`` (still running), ``incomplete`` (crashed, interrupted, disk full) and
@@ -16,24 +19,23 @@ unless ``--force``.
 Beside the dataset: ``sync_reports/<episode>.json`` (offsets, ages, gaps, drops per stream) and
 ``conversion_report.json`` (what happened to every episode in this run).
 
+A failed or excluded episode leaves nothing in the layout (no files, no empty folders).
+
 Re-runs are idempotent: ``.motus-convert.json`` remembers each converted episode's source
 fingerprint and the conversion options; unchanged episodes are not touched, so the dataset's
 files stay byte-identical.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
 import shutil
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -49,22 +51,15 @@ from motus_core.data.episode import (
     mark_incomplete,
 )
 from motus_core.data.extract import ExtractionError, Extracted, SyncOptions, extract_episode
+from motus_core.data.formats import OutputFormat, get_format
 from motus_core.data.images import ImageError
-from motus_core.data.motus_layout import (
-    DatasetError,
-    EpisodeWriter,
-    atomic_write_text,
-    compute_stats,
-    load_qpos,
-    remove_episode,
-)
+from motus_core.data.motus_layout import DatasetError, atomic_write_text
 from motus_core.data.sync import SyncError
+from motus_core.data.text import EmbeddingCache, TextEncoder, check_text_encoder
 from motus_core.data.video import VideoError, VideoOptions
-from motus_core.preprocessing import make_mosaic, write_stats
 
 log = logging.getLogger("motus_convert")
 
-FORMATS = ("motus", "robotwin", "lerobot")
 MANIFEST = ".motus-convert.json"
 REPORTS_DIR = "sync_reports"
 RUN_REPORT = "conversion_report.json"
@@ -80,7 +75,7 @@ class ConvertConfig:
     sync: SyncOptions = field(default_factory=SyncOptions)
     outcomes: tuple[str, ...] = ("success", "unknown")
     video: VideoOptions = field(default_factory=VideoOptions)
-    text_encoder: Any = None  # object with .encode(list[str]) -> list[Tensor[L, D]], .dim, .identity
+    text_encoder: TextEncoder | None = None  # motus_core.data.text.TextEncoder (identity, dim, encode)
     embedding_cache: Path | None = None
     embedding_dtype: torch.dtype = torch.bfloat16  # what the official pre-encoded umT5 files hold
     robotwin_split: str = "clean"
@@ -89,7 +84,8 @@ class ConvertConfig:
 
     def options_key(self) -> str:
         """Everything that changes the converted bytes of an episode."""
-        enc = getattr(self.text_encoder, "identity", None)
+        uses_text = get_format(self.format).embeddings != "none"
+        enc = getattr(self.text_encoder, "identity", None) if uses_text else None
         blob = json.dumps({
             "format": self.format, "task": self.task, "sync": asdict(self.sync), "video": asdict(self.video),
             "text_encoder": enc, "embedding_dtype": str(self.embedding_dtype), "split": self.robotwin_split,
@@ -114,6 +110,11 @@ class ConversionSummary:
     def count(self, status: str) -> int:
         return sum(1 for e in self.episodes if e.status == status)
 
+    @property
+    def in_dataset(self) -> int:
+        """Episodes the dataset holds after this run (converted now or earlier)."""
+        return self.count("converted") + self.count("up_to_date")
+
     def as_dict(self) -> dict:
         return {"format": self.format, "output_dir": self.output_dir,
                 "counts": {s: self.count(s) for s in ("converted", "up_to_date", "excluded", "skipped", "failed", "removed")},
@@ -128,11 +129,6 @@ def source_fingerprint(ep: EpisodeDir) -> str:
             st = f.stat()
             h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:24]
-
-
-def _safe_name(text: str) -> str:
-    out = "".join(c if c.isalnum() or c in "-_." else "_" for c in text.strip()).strip("._")
-    return out or "task"
 
 
 def classify(ep: EpisodeDir, outcomes: Sequence[str]) -> str:
@@ -156,15 +152,15 @@ def classify(ep: EpisodeDir, outcomes: Sequence[str]) -> str:
 
 
 class _Embeddings:
-    def __init__(self, cfg: ConvertConfig):
-        self.encoder = cfg.text_encoder
+    def __init__(self, cfg: ConvertConfig, used: bool):
+        self.encoder = cfg.text_encoder if used else None
         self.dtype = cfg.embedding_dtype
         self.cache = None
         self.memo: dict[str, torch.Tensor] = {}
-        if self.encoder is not None and cfg.embedding_cache is not None:
-            from motus_core.models.motus.text_encoder import EmbeddingCache
-
-            self.cache = EmbeddingCache(cfg.embedding_cache)
+        if self.encoder is not None:
+            check_text_encoder(self.encoder)
+            if cfg.embedding_cache is not None:
+                self.cache = EmbeddingCache(cfg.embedding_cache)
 
     def get(self, text: str) -> torch.Tensor | None:
         if self.encoder is None:
@@ -180,16 +176,23 @@ class _Embeddings:
         return self.memo[text]
 
 
+_EXPECTED_ERRORS = (BagError, ExtractionError, SyncError, ImageError, VideoError, DatasetError)
+
+
 class Converter:
+    """Runs one conversion of ``cfg.episodes_dir`` into ``cfg.output_dir`` in the format ``cfg.format``."""
+
     def __init__(self, cfg: ConvertConfig):
-        if cfg.format not in FORMATS:
-            raise ValueError(f"format must be one of {FORMATS}, got {cfg.format!r}")
+        self.format_cls = get_format(cfg.format)
         bad = [o for o in cfg.outcomes if o not in OUTCOMES]
         if bad:
             raise ValueError(f"unknown outcomes {bad}; known: {OUTCOMES}")
+        if self.format_cls.embeddings == "required" and cfg.text_encoder is None:
+            raise ValueError(f"the {cfg.format} format needs instruction embeddings: pass a text encoder "
+                             "(motus-convert --text-encoder DIR, or --tiny-text-encoder for tests)")
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
-        self.embeddings = _Embeddings(cfg)
+        self.embeddings = _Embeddings(cfg, used=self.format_cls.embeddings != "none")
         self.options_key = cfg.options_key()
 
     # ----------------------------------------------------------------------------- manifest
@@ -222,8 +225,8 @@ class Converter:
             wanted = set(self.cfg.episodes)
             episodes = [e for e in episodes if e.meta.episode_id in wanted]
         outcomes: list[EpisodeOutcome] = [EpisodeOutcome(p.name, "skipped", f"unreadable metadata: {why}") for p, why in unreadable]
-        if self.cfg.format == "lerobot":
-            outcomes += self._run_lerobot(episodes)
+        if self.format_cls.rebuild:
+            outcomes += self._run_rebuild(episodes)
         else:
             outcomes += self._run_per_episode(episodes)
         summary = ConversionSummary(self.cfg.format, str(self.out), outcomes)
@@ -241,136 +244,81 @@ class Converter:
                 return rec.written
         return 0
 
-    def _extract(self, ep: EpisodeDir, on_frame) -> Extracted:
-        with self._bar(self._expected_frames(ep), f"  {ep.meta.episode_id}", position=1, leave=False) as bar:
-            return extract_episode(ep, self.cfg.sync, on_frame=on_frame, progress=bar.update)
+    def _convert(self, fmt: OutputFormat, ep: EpisodeDir) -> tuple[EpisodeOutcome, Extracted | dict, dict | None]:
+        """Write one eligible episode with ``fmt``: (outcome, sync report, manifest entry or None)."""
+        eid = ep.meta.episode_id
+        sink = None
+        try:
+            sink = fmt.open_episode(ep)
+            with self._bar(self._expected_frames(ep), f"  {eid}", position=1, leave=False) as bar:
+                ex = extract_episode(ep, self.cfg.sync, on_frame=sink.add_frame, progress=bar.update)
+        except Exception as exc:  # noqa: BLE001 - one bad episode never stops the conversion of the others
+            if sink is not None:
+                sink.abort()
+            if not isinstance(exc, _EXPECTED_ERRORS):
+                log.exception("episode %s: unexpected error while converting", eid)
+            log.warning("episode %s failed: %s", eid, exc)
+            return EpisodeOutcome(eid, "failed", f"{type(exc).__name__}: {exc}"), \
+                {"episode_id": eid, "problems": [f"{type(exc).__name__}: {exc}"]}, None
+        if not ex.ok and not self.cfg.sync.force:
+            sink.abort()
+            log.warning("episode %s left out (use --force to keep it): %s", eid, "; ".join(ex.problems))
+            return EpisodeOutcome(eid, "excluded", "; ".join(ex.problems), ex.frames), ex, None
+        try:
+            entry = sink.commit(ex, self.embeddings.get(ex.instruction))
+        except (ValueError, VideoError) as exc:  # DatasetError is a ValueError
+            sink.abort()
+            log.warning("episode %s failed: %s", eid, exc)
+            return EpisodeOutcome(eid, "failed", str(exc), ex.frames), {"episode_id": eid, "problems": [str(exc)]}, None
+        reason = "; ".join(ex.problems) + " (kept: --force)" if ex.problems else ""
+        return EpisodeOutcome(eid, "converted", reason, ex.frames), ex, entry
 
-    # -- motus / robotwin: one output per episode
-
-    def _task_dir(self, ep: EpisodeDir) -> Path:
-        task = _safe_name(self.cfg.task or ep.meta.task or "task")
-        if self.cfg.format == "robotwin":
-            return self.out / self.cfg.robotwin_split / task
-        return self.out / task
-
-    def _remove_outputs(self, entry: dict) -> None:
-        task_dir = Path(self.out / entry["task_dir"])
-        if self.cfg.format == "robotwin":
-            from motus_core.data.robotwin_layout import remove_robotwin_episode
-
-            remove_robotwin_episode(task_dir, entry["name"])
-        else:
-            remove_episode(task_dir, entry["name"])
-
-    def _outputs_exist(self, entry: dict) -> bool:
-        task_dir = self.out / entry["task_dir"]
-        return (task_dir / "qpos" / f"{entry['name']}.pt").is_file() and (task_dir / "videos" / f"{entry['name']}.mp4").is_file()
+    # -- episode-wise formats: episodes are added, replaced and removed in place
 
     def _run_per_episode(self, episodes: list[EpisodeDir]) -> list[EpisodeOutcome]:
+        fmt = self.format_cls(self.cfg, self.out)
         manifest = self._load_manifest(self.out)
         entries: dict[str, dict] = manifest.setdefault("episodes", {})
         results: list[EpisodeOutcome] = []
         present = {e.meta.episode_id for e in episodes}
         if not self.cfg.episodes:
             for eid in sorted(set(entries) - present):  # source deleted: its data goes too
-                self._remove_outputs(entries.pop(eid))
+                fmt.remove(entries.pop(eid))
                 results.append(EpisodeOutcome(eid, "removed", "source episode no longer exists"))
         with self._bar(len(episodes), f"converting to {self.cfg.format}") as bar:
             for ep in episodes:
-                results.append(self._one(ep, entries))
+                results.append(self._one(fmt, ep, entries))
                 self._save_manifest(self.out, manifest)
                 bar.update(1)
-        self._write_stats(entries, manifest)
+        fmt.finish(entries, manifest)
         self._save_manifest(self.out, manifest)
         return results
 
-    def _one(self, ep: EpisodeDir, entries: dict) -> EpisodeOutcome:
+    def _one(self, fmt: OutputFormat, ep: EpisodeDir, entries: dict) -> EpisodeOutcome:
         eid = ep.meta.episode_id
         why_not = classify(ep, self.cfg.outcomes)
         old = entries.get(eid)
         if why_not:
             if old is not None:  # converted earlier, no longer eligible (e.g. discarded since): remove it
-                self._remove_outputs(entries.pop(eid))
+                fmt.remove(entries.pop(eid))
                 return EpisodeOutcome(eid, "removed", why_not)
             return EpisodeOutcome(eid, "skipped", why_not)
         fp = source_fingerprint(ep)
-        if old and old.get("fingerprint") == fp and old.get("options") == self.options_key and self._outputs_exist(old):
+        if old and old.get("fingerprint") == fp and old.get("options") == self.options_key and fmt.outputs_exist(old):
             return EpisodeOutcome(eid, "up_to_date", frames=old.get("frames", 0))
         if old is not None:
-            self._remove_outputs(entries.pop(eid))
-        task_dir = self._task_dir(ep)
-        if self.cfg.format == "robotwin":
-            from motus_core.data.robotwin_layout import RobotwinEpisodeWriter, number_for
+            fmt.remove(entries.pop(eid))
+        outcome, report, entry = self._convert(fmt, ep)
+        self._report(self.out, report, included=entry is not None)
+        if entry is not None:
+            entries[eid] = {**entry, "fingerprint": fp, "options": self.options_key, "frames": outcome.frames,
+                            "robot": ep.meta.robot,
+                            "stats_key": self.cfg.stats_key or ep.meta.profile.get("stats_key") or ep.meta.robot}
+        return outcome
 
-            name = number_for(task_dir, eid)
-            writer = RobotwinEpisodeWriter(task_dir, name, self.cfg.video)
-        else:
-            name = eid
-            writer = EpisodeWriter(task_dir, eid, self.cfg.video)
+    # -- rebuilt formats: one dataset, written whole into a new directory when its inputs change
 
-        def on_frame(images):
-            writer.add_frame(make_mosaic(images["high"], images["left_wrist"], images["right_wrist"]))
-
-        try:
-            ex = self._extract(ep, on_frame)
-        except Exception as exc:  # noqa: BLE001 - one bad episode never stops the conversion of the others
-            writer.abort()
-            if not isinstance(exc, (BagError, ExtractionError, SyncError, ImageError, VideoError, DatasetError)):
-                log.exception("episode %s: unexpected error while converting", eid)
-            self._report(self.out, {"episode_id": eid, "problems": [f"{type(exc).__name__}: {exc}"]}, included=False)
-            log.warning("episode %s skipped: %s", eid, exc)
-            return EpisodeOutcome(eid, "failed", str(exc))
-        if not ex.ok and not self.cfg.sync.force:
-            writer.abort()
-            self._report(self.out, ex, included=False)
-            log.warning("episode %s left out (use --force to keep it): %s", eid, "; ".join(ex.problems))
-            return EpisodeOutcome(eid, "excluded", "; ".join(ex.problems), ex.frames)
-        try:
-            writer.commit(ex.qpos, ex.instruction, self.embeddings.get(ex.instruction))
-        except (DatasetError, VideoError) as exc:
-            self._report(self.out, {"episode_id": eid, "problems": [str(exc)]}, included=False)
-            return EpisodeOutcome(eid, "failed", str(exc))
-        self._report(self.out, ex, included=True)
-        entries[eid] = {"fingerprint": fp, "options": self.options_key, "task_dir": str(task_dir.relative_to(self.out)),
-                        "name": name, "frames": ex.frames, "robot": ep.meta.robot,
-                        "stats_key": self.cfg.stats_key or ep.meta.profile.get("stats_key") or ep.meta.robot}
-        reason = "; ".join(ex.problems) + " (kept: --force)" if ex.problems else ""
-        return EpisodeOutcome(eid, "converted", reason, ex.frames)
-
-    def _write_stats(self, entries: dict, manifest: dict) -> None:
-        """Min/max per robot over every converted episode (official calc_stat), rewritten only if changed.
-
-        A robot whose episodes are all gone loses its entry (only entries this converter wrote).
-        """
-        if self.cfg.format != "motus":
-            return
-        by_key: dict[str, list[np.ndarray]] = {}
-        for e in entries.values():
-            by_key.setdefault(e["stats_key"], []).append(load_qpos(self.out / e["task_dir"] / "qpos" / f"{e['name']}.pt"))
-        path = self.out / "stat.json"
-        current = json.loads(path.read_text()) if path.is_file() else {}
-        for key, arrays in sorted(by_key.items()):
-            norm, extra = compute_stats(arrays, name=key)
-            old = current.get(key, {})
-            if old.get("min") == norm.min.tolist() and old.get("max") == norm.max.tolist() and old.get("file_count") == len(arrays):
-                continue
-            write_stats(path, key, norm, **extra)
-        stale = [k for k in manifest.get("stats_keys", []) if k not in by_key and k in current]
-        if stale:
-            current = json.loads(path.read_text())
-            for k in stale:
-                current.pop(k)
-            if current:
-                atomic_write_text(path, json.dumps(current, indent=4))
-            else:
-                path.unlink()
-        manifest["stats_keys"] = sorted(by_key)
-
-    # -- lerobot: one dataset, rebuilt when its inputs change
-
-    def _run_lerobot(self, episodes: list[EpisodeDir]) -> list[EpisodeOutcome]:
-        from motus_core.data.lerobot_v3 import LeRobotV3Writer
-
+    def _run_rebuild(self, episodes: list[EpisodeDir]) -> list[EpisodeOutcome]:
         results: list[EpisodeOutcome] = []
         eligible = []
         for ep in episodes:
@@ -382,7 +330,7 @@ class Converter:
         fingerprints = {ep.meta.episode_id: source_fingerprint(ep) for ep in eligible}
         manifest = self._load_manifest(self.out)
         if (manifest.get("inputs") == fingerprints and manifest.get("options") == self.options_key
-                and (self.out / "meta" / "info.json").is_file()):
+                and self.format_cls(self.cfg, self.out).outputs_exist(manifest)):
             kept = set(manifest.get("included", []))
             for ep in eligible:
                 eid = ep.meta.episode_id
@@ -393,62 +341,26 @@ class Converter:
             return results
         building = self.out.with_name(self.out.name + ".building")
         shutil.rmtree(building, ignore_errors=True)
-        first = eligible[0].meta
-        cams = first.profile.get("cameras", {})
-        camera_hw = {r: (int(c["height"]), int(c["width"])) for r, c in cams.items() if r in ("high", "left_wrist", "right_wrist")}
-        writer = None
-        included: list[str] = []
+        fmt = self.format_cls(self.cfg, building)
+        entries: dict[str, dict] = {}
         excluded: dict[str, str] = {}
         reports: list[tuple[Any, bool]] = []
-        with self._bar(len(eligible), "converting to lerobot") as bar:
+        with self._bar(len(eligible), f"converting to {self.cfg.format}") as bar:
             for ep in eligible:
-                eid = ep.meta.episode_id
+                outcome, report, entry = self._convert(fmt, ep)
                 bar.update(1)
-                state = {}
-
-                def on_frame(images, ep_id=eid):
-                    nonlocal writer
-                    if writer is None:
-                        hw = {r: images[r].shape[:2] for r in images}
-                        writer = LeRobotV3Writer(building, fps=self.cfg.sync.fps, robot_type=first.robot,
-                                                 joint_names=first.profile["joint_names"], camera_hw=hw or camera_hw,
-                                                 video_options=self.cfg.video)
-                    if "episode" not in state:
-                        state["episode"] = writer.begin_episode(ep_id)
-                    state["episode"].add_frame(images)
-
-                try:
-                    ex = self._extract(ep, on_frame)
-                except Exception as exc:  # noqa: BLE001 - one bad episode never stops the others
-                    if not isinstance(exc, (BagError, ExtractionError, SyncError, ImageError, VideoError, DatasetError)):
-                        log.exception("episode %s: unexpected error while converting", eid)
-                    if "episode" in state:
-                        state["episode"].abort()
-                    reports.append(({"episode_id": eid, "problems": [str(exc)]}, False))
-                    results.append(EpisodeOutcome(eid, "failed", str(exc)))
-                    excluded[eid] = str(exc)
-                    continue
-                if not ex.ok and not self.cfg.sync.force:
-                    state["episode"].abort()
-                    reports.append((ex, False))
-                    results.append(EpisodeOutcome(eid, "excluded", "; ".join(ex.problems), ex.frames))
-                    excluded[eid] = "; ".join(ex.problems)
-                    continue
-                # LeRobot "action" = what the teleoperator commanded (leader); without a leader, the
-                # follower's next position (the Motus convention of future qpos as actions).
-                action = ex.leader if ex.leader is not None else np.concatenate([ex.qpos[1:], ex.qpos[-1:]])
-                state["episode"].commit(ex.qpos, action, ex.instruction)
-                reports.append((ex, True))
-                included.append(eid)
-                results.append(EpisodeOutcome(eid, "converted", "; ".join(ex.problems), ex.frames))
-        if writer is not None and writer.episodes:
-            writer.finalize()
-        else:
-            building.mkdir(parents=True, exist_ok=True)
-        for ex, inc in reports:
-            self._report(building, ex, inc)
-        self._save_manifest(building, {"format": "lerobot", "inputs": fingerprints, "options": self.options_key,
-                                       "included": included, "excluded": excluded})
+                results.append(outcome)
+                reports.append((report, entry is not None))
+                if entry is not None:
+                    entries[outcome.episode_id] = entry
+                else:
+                    excluded[outcome.episode_id] = outcome.reason
+        new_manifest = {"format": self.cfg.format, "inputs": fingerprints, "options": self.options_key,
+                        "included": list(entries), "excluded": excluded}
+        fmt.finish(entries, new_manifest)
+        for report, inc in reports:
+            self._report(building, report, inc)
+        self._save_manifest(building, new_manifest)
         # swap the finished dataset in; the previous one is removed only after the new one is complete
         old = self.out.with_name(self.out.name + ".previous")
         shutil.rmtree(old, ignore_errors=True)
@@ -478,91 +390,3 @@ def repair(episodes_dir: Path) -> list[tuple[str, str]]:
             mark_incomplete(ep, "recorder stopped without finishing the episode (crash or SIGKILL)")
         done.append((ep.meta.episode_id, msg))
     return done
-
-
-# ------------------------------------------------------------------------------------------ CLI
-
-
-def add_text_encoder_args(p: argparse.ArgumentParser) -> None:
-    """The instruction-embedding options shared by the dataset writers (read by text_encoder_from_args)."""
-    p.add_argument("--text-encoder", help="converted umT5 directory (motus-convert-checkpoint --umt5) for the instruction embeddings")
-    p.add_argument("--tiny-text-encoder", action="store_true", help="tiny random umT5 (tests and demos only)")
-    p.add_argument("--device", default="cpu", help="device of the text encoder")
-
-
-def text_encoder_from_args(args):
-    """The umT5 encoder chosen by --text-encoder / --tiny-text-encoder (None: no embeddings)."""
-    if args.tiny_text_encoder:
-        from motus_core.models.motus.text_encoder import build_tiny_text_encoder
-
-        return build_tiny_text_encoder(seed=0)
-    if args.text_encoder:
-        from motus_core.models.motus.text_encoder import load_text_encoder
-
-        return load_text_encoder(args.text_encoder, device=args.device)
-    return None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="motus-convert", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Formats: motus (Motus real-robot layout + stat.json), robotwin (RoboTwin 2.0 layout), lerobot (LeRobot v3.0).")
-    p.add_argument("episodes_dir", type=Path, help="directory of recorded episodes (the recorder's output_dir)")
-    p.add_argument("output_dir", type=Path, nargs="?", help="dataset directory to create or update")
-    p.add_argument("--format", choices=FORMATS, default="motus", help="dataset layout to write (default motus)")
-    p.add_argument("--task", help="task folder name (default: the task recorded with each episode)")
-    p.add_argument("--stats-key", help="stat.json key (default: the robot profile's stats key)")
-    add_text_encoder_args(p)
-    p.add_argument("--embedding-cache", type=Path, help="cache directory of instruction embeddings (default: OUTPUT_DIR/.embedding_cache)")
-    p.add_argument("--max-age", type=float, default=0.1, help="seconds a stream may lag the high camera at a frame (default 0.1)")
-    p.add_argument("--max-gap", type=float, default=0.1, help="longest hole between high-camera frames in seconds (default 0.1)")
-    p.add_argument("--fps", type=int, default=30, help="dataset frame rate; the high camera must run at it (default 30)")
-    p.add_argument("--force", action="store_true", help="keep episodes with gaps (they are still reported)")
-    p.add_argument("--outcomes", default="success,unknown", help="outcomes to convert, comma separated (default success,unknown)")
-    p.add_argument("--episodes", nargs="*", default=(), help="only these episode ids")
-    p.add_argument("--crf", type=int, default=VideoOptions.crf, help="H.264 quality (lower = better, default %(default)s)")
-    p.add_argument("--preset", default=VideoOptions.preset, help="x264 preset (default %(default)s)")
-    p.add_argument("--robotwin-split", default="clean", help="robotwin format: split folder (clean or randomized)")
-    p.add_argument("--repair", action="store_true", help="finish the bags of crashed recordings and mark them incomplete, then exit")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.repair:
-        for eid, msg in repair(args.episodes_dir):
-            print(f"{eid}: incomplete; {msg}")
-        return 0
-    if args.output_dir is None:
-        print("motus-convert: OUTPUT_DIR is required (unless --repair)", file=sys.stderr)
-        return 2
-    encoder = text_encoder_from_args(args)
-    if encoder is None and args.format != "lerobot":
-        log.warning("no --text-encoder: instructions are written without umT5 embeddings (Motus training needs them)")
-    cfg = ConvertConfig(
-        episodes_dir=args.episodes_dir, output_dir=args.output_dir, format=args.format, task=args.task,
-        stats_key=args.stats_key,
-        sync=SyncOptions(max_age_s=args.max_age, max_gap_s=args.max_gap, fps=args.fps, force=args.force),
-        outcomes=tuple(o.strip() for o in args.outcomes.split(",") if o.strip()),
-        video=VideoOptions(fps=args.fps, crf=args.crf, preset=args.preset),
-        text_encoder=encoder if args.format != "lerobot" else None,
-        embedding_cache=args.embedding_cache or (args.output_dir / ".embedding_cache" if encoder and args.format != "lerobot" else None),
-        robotwin_split=args.robotwin_split, episodes=tuple(args.episodes), progress=not args.quiet,
-    )
-    try:
-        summary = Converter(cfg).run()
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        print(f"motus-convert: {exc}", file=sys.stderr)
-        return 2
-    counts = summary.as_dict()["counts"]
-    print(f"{args.output_dir}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
-    for e in summary.episodes:
-        if e.status in ("excluded", "failed", "skipped", "removed"):
-            print(f"  {e.episode_id}: {e.status}: {e.reason}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,6 +29,9 @@ def load_index(task_dir: Path) -> dict[str, str]:
 
 
 def save_index(task_dir: Path, index: dict[str, str]) -> None:
+    if not index:  # no episode left: no index file (so an emptied task folder can go)
+        (task_dir / INDEX_FILE).unlink(missing_ok=True)
+        return
     task_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(task_dir / INDEX_FILE, json.dumps(dict(sorted(index.items(), key=lambda kv: int(kv[0]))), indent=2))
 
@@ -45,12 +48,17 @@ def number_for(task_dir: Path, episode_id: str) -> str:
     return num
 
 
-def remove_robotwin_episode(task_dir: Path, num: str) -> None:
-    for rel in (f"qpos/{num}.pt", f"videos/{num}.mp4", f"metas/{num}.txt", f"umt5_wan/{num}.pt"):
-        (task_dir / rel).unlink(missing_ok=True)
+def forget_number(task_dir: Path, num: str) -> None:
+    """Drop ``num`` from the index (an episode that was never written, or was removed)."""
     index = load_index(task_dir)
     if index.pop(num, None) is not None:
         save_index(task_dir, index)
+
+
+def remove_robotwin_episode(task_dir: Path, num: str) -> None:
+    for rel in (f"qpos/{num}.pt", f"videos/{num}.mp4", f"metas/{num}.txt", f"umt5_wan/{num}.pt"):
+        (task_dir / rel).unlink(missing_ok=True)
+    forget_number(task_dir, num)
 
 
 class RobotwinEpisodeWriter(StreamingEpisode):

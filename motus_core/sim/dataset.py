@@ -1,4 +1,5 @@
-"""``motus-sim-dataset``: scripted demonstrations of the simulated robot straight into the Motus layout.
+"""Scripted demonstrations of the simulated robot straight into the Motus layout (the library behind
+``motus-sim-dataset``, whose command line is :mod:`motus_core.cli.sim_dataset`).
 
 The ROS route (sim node + demonstrator + recorder + ``motus-convert``) is what a real robot uses and
 is tested end to end. This command is its ROS-free shortcut for building training sets in
@@ -14,14 +15,12 @@ the kept episodes; a re-run skips episodes that exist (same task, seed and optio
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -50,7 +49,10 @@ def _done_marker(task_dir: Path) -> Path:
 
 
 def generate(out_dir: str | Path, opts: SimDatasetOptions, *, text_encoder=None, progress: bool = True) -> dict:
-    """Write ``opts.episodes`` seeded demonstrations under ``out_dir/<task>/``; return a summary dict."""
+    """Write ``opts.episodes`` seeded demonstrations under ``out_dir/<task>/``; return a summary dict.
+
+    ``text_encoder``: a ``motus_core.data.text.TextEncoder`` for the instruction embedding (None: none).
+    """
     from tqdm import tqdm
 
     from motus_core.data.motus_layout import EpisodeWriter, find_episodes, write_dataset_stats
@@ -133,52 +135,3 @@ def generate(out_dir: str | Path, opts: SimDatasetOptions, *, text_encoder=None,
     return {"task": opts.task, "episodes": len(kept), "failed": sum(1 for d in done.values() if not d["success"]),
             "frames": sum(d.get("frames", 0) for d in done.values()), "seconds": round(time.perf_counter() - t0, 1),
             "ground_truth": list(opts.ground_truth)}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from motus_core.data.convert import add_text_encoder_args
-
-    p = argparse.ArgumentParser(prog="motus-sim-dataset", description=__doc__.split("\n\n")[0])
-    p.add_argument("output_dir", type=Path, help="dataset root (episodes go to OUTPUT_DIR/<task>/)")
-    p.add_argument("--task", default="transfer_cube", choices=("transfer_cube", "insertion"))
-    p.add_argument("--episodes", type=int, default=10, help="number of seeded demonstrations (default 10)")
-    p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--size", default="240x320", help="camera image size HxW (default 240x320)")
-    p.add_argument("--ground-truth", default="", help="camera roles to store exact depth/segmentation/flow for, "
-                   "comma separated (e.g. high or high,left_wrist,right_wrist); default none")
-    p.add_argument("--keep-failures", action="store_true", help="also keep failed demonstrations")
-    p.add_argument("--stats-key", default="sim_aloha", help="stat.json key (default sim_aloha)")
-    add_text_encoder_args(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        h, w = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        print(f"motus-sim-dataset: --size must be HxW, got {args.size!r}", file=sys.stderr)
-        return 2
-    roles = tuple(r.strip() for r in args.ground_truth.split(",") if r.strip())
-    unknown = [r for r in roles if r not in ROLES]
-    if unknown:
-        print(f"motus-sim-dataset: unknown camera roles {unknown}; choose from {ROLES}", file=sys.stderr)
-        return 2
-    from motus_core.data.convert import text_encoder_from_args
-
-    encoder = text_encoder_from_args(args)
-    opts = SimDatasetOptions(task=args.task, episodes=args.episodes, first_seed=args.first_seed, height=h, width=w,
-                             ground_truth=roles, keep_failures=args.keep_failures, stats_key=args.stats_key)
-    try:
-        summary = generate(args.output_dir, opts, text_encoder=encoder, progress=not args.quiet)
-    except (ValueError, OSError) as exc:
-        print(f"motus-sim-dataset: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -47,7 +47,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState, RegionOfInterest
 from std_msgs.msg import String
 
 from motus_core.policy.base import PolicyError
-from motus_core.policy.registry import load_policy
+from motus_core.policies import load_policy
 from motus_core.preprocessing import model_image_layout
 from motus_core.robot_profile import load_profile
 from motus_core.runtime.inference import TRIGGERS, InferenceConfig, InferenceLoop

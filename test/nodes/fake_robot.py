@@ -30,6 +30,7 @@ import rclpy  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 
 from motus_core.data.bag_writer import make_typestore  # noqa: E402
+from test.helpers import wait_until  # noqa: E402
 from motus_core.robot_profile import load_profile  # noqa: E402
 
 NS = 1_000_000_000
@@ -106,9 +107,8 @@ def main(argv=None) -> int:
     instr_pub = pub(args.instruction_topic, String) if args.instruction_topic else None
 
     def wait_for_subscribers():
-        deadline = time.monotonic() + args.wait_subscribers
-        while time.monotonic() < deadline and any(p.get_subscription_count() == 0 for p in pubs.values()):
-            rclpy.spin_once(node, timeout_sec=0.05)
+        wait_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), args.wait_subscribers,
+                   spin=lambda: rclpy.spin_once(node, timeout_sec=0.05))
         waiting = [t for t, p in pubs.items() if p.get_subscription_count() == 0]
         if waiting:
             print(f"fake_robot: no subscriber on {waiting}", file=sys.stderr, flush=True)

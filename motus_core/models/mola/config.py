@@ -7,8 +7,10 @@ Three presets:
   action head 22,897,927 parameters (paper Table 8), which the tests check on the meta device.
 * :meth:`MolaConfig.aloha` - our default for the dual-arm robots: 3 cameras, 14 absolute joint
   positions at 30 Hz, a proprioception token, flow matching (see docs/mola.md for every choice).
-* :meth:`MolaConfig.tiny` - a few-hundred-kB model for CPU tests (tiny SVD UNet / VAE / CLIP built from
-  configs in :mod:`motus_core.models.mola.testing`).
+* :meth:`MolaConfig.tiny` - a few-hundred-kB model for CPU tests, benchmarks and demos (tiny SVD UNet /
+  VAE / CLIP from the ``TINY_*`` configs below; the tiny SVD UNet keeps the release's geometry that
+  matters: three resolution levels, so ``up_blocks[0]`` is upsampled x2 before it is concatenated
+  with ``up_blocks[1]``).
 
 Sizes that follow from other sizes (feature channels of the UNet tap, tokens per frame, number of
 context tokens of the head) are derived properties, so a config can never contradict itself.
@@ -215,8 +217,6 @@ class MolaConfig:
 
     @classmethod
     def tiny(cls, **overrides) -> "MolaConfig":
-        from .testing import tiny_config
-
         return tiny_config(**overrides)
 
     # ------------------------------------------------------------------ (de)serialisation
@@ -284,3 +284,39 @@ def merge_overrides(data: dict, overrides: list[str]) -> dict:
         key, raw = item.split("=", 1)
         set_dotted(data, key, yaml.safe_load(raw))
     return data
+
+
+# ------------------------------------------------------------------ the tiny preset
+
+TINY_UNET = dict(
+    sample_size=8, in_channels=8, out_channels=4,
+    down_block_types=("CrossAttnDownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+    up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+    block_out_channels=[32, 32, 64], addition_time_embed_dim=8, projection_class_embeddings_input_dim=24,
+    layers_per_block=1, cross_attention_dim=32, transformer_layers_per_block=1, num_attention_heads=[2, 2, 4],
+    num_frames=6,
+)
+TINY_VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 3,
+                block_out_channels=[32, 32, 32], layers_per_block=1, latent_channels=4, sample_size=32,
+                scaling_factor=0.18215)
+TINY_TEXT = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, projection_dim=24,
+                 max_position_embeddings=32)
+
+
+def tiny_config(**overrides) -> MolaConfig:
+    """Tiny MoLA (``overrides``: ``head__objective="edm"`` style): 32x32 images -> 8x8 latents -> 8x8 tap grid
+    (64 tokens/frame), 7 frames at a 2-step stride, IDM frames 0 and 5, chunk 10."""
+    cfg = MolaConfig(
+        video=VideoConfig(unet=dict(TINY_UNET), vae=dict(TINY_VAE), text=dict(TINY_TEXT), image_size=32,
+                          num_frames=7, vae_scale_factor=4, text_max_length=8),
+        video_former=VideoFormerConfig(dim=32, depth=1, heads=2, dim_head=16, latents_per_frame=2, ff_mult=2),
+        idm=IdmConfig(input_dim=32, hidden=32, layers=1, heads=2, intermediate=64, queries=4, codebook_size=16,
+                      code_dim=4),
+        head=HeadConfig(embed_dim=32, enc_layers=1, dec_layers=1, heads=2, goal_dim=24, proprio_dim=14,
+                        attn_pdrop=0.0, resid_pdrop=0.0, mlp_pdrop=0.0, sampling_steps=4),
+        chunk_length=10, frame_stride=2,
+    )
+    data = cfg.to_dict()
+    for key, value in overrides.items():  # head__objective="edm" -> data["head"]["objective"]
+        set_dotted(data, key.replace("__", "."), value)
+    return MolaConfig.from_dict(data)

@@ -1,8 +1,7 @@
-"""Tiny MoLA configurations and tiny random foundation models saved to local directories.
+"""Tiny random foundation models saved to local directories, for the CPU tests (nothing is downloaded).
 
-Used by the CPU tests, the benchmark's reduced configs and ``VideoModel.from_config``: nothing here
-downloads anything. The tiny SVD UNet keeps the release's geometry that matters (three resolution
-levels, so ``up_blocks[0]`` is upsampled x2 before it is concatenated with ``up_blocks[1]``).
+Test support only: production code never imports this module (the tiny configuration itself is
+``MolaConfig.tiny`` / :func:`motus_core.models.mola.config.tiny_config`).
 """
 from __future__ import annotations
 
@@ -10,54 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .config import HeadConfig, IdmConfig, MolaConfig, VideoConfig, VideoFormerConfig, set_dotted
-
-TINY_UNET = dict(
-    sample_size=8, in_channels=8, out_channels=4,
-    down_block_types=("CrossAttnDownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-    up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-    block_out_channels=[32, 32, 64], addition_time_embed_dim=8, projection_class_embeddings_input_dim=24,
-    layers_per_block=1, cross_attention_dim=32, transformer_layers_per_block=1, num_attention_heads=[2, 2, 4],
-    num_frames=6,
-)
-TINY_VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 3,
-                block_out_channels=[32, 32, 32], layers_per_block=1, latent_channels=4, sample_size=32,
-                scaling_factor=0.18215)
-TINY_TEXT = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, projection_dim=24,
-                 max_position_embeddings=32)
-
-
-def tiny_config(**overrides) -> MolaConfig:
-    """Tiny MoLA (``overrides``: ``head__objective="edm"`` style): 32x32 images -> 8x8 latents -> 8x8 tap grid
-    (64 tokens/frame), 7 frames at a 2-step stride, IDM frames 0 and 5, chunk 10."""
-    cfg = MolaConfig(
-        video=VideoConfig(unet=dict(TINY_UNET), vae=dict(TINY_VAE), text=dict(TINY_TEXT), image_size=32,
-                          num_frames=7, vae_scale_factor=4, text_max_length=8),
-        video_former=VideoFormerConfig(dim=32, depth=1, heads=2, dim_head=16, latents_per_frame=2, ff_mult=2),
-        idm=IdmConfig(input_dim=32, hidden=32, layers=1, heads=2, intermediate=64, queries=4, codebook_size=16,
-                      code_dim=4),
-        head=HeadConfig(embed_dim=32, enc_layers=1, dec_layers=1, heads=2, goal_dim=24, proprio_dim=14,
-                        attn_pdrop=0.0, resid_pdrop=0.0, mlp_pdrop=0.0, sampling_steps=4),
-        chunk_length=10, frame_stride=2,
-    )
-    data = cfg.to_dict()
-    for key, value in overrides.items():  # head__objective="edm" -> data["head"]["objective"]
-        set_dotted(data, key.replace("__", "."), value)
-    return MolaConfig.from_dict(data)
-
-
-def byte_level_clip_tokenizer():
-    """A CLIP tokenizer with a byte-level vocabulary and no merges (514 tokens): no files needed."""
-    from transformers import CLIPTokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    chars = list(bytes_to_unicode().values())
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in chars:
-        vocab[c] = len(vocab)
-    for c in chars:
-        vocab[c + "</w>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[])
+from .config import MolaConfig
 
 
 def save_tiny_foundation(cfg: MolaConfig, root: str | Path, seed: int = 0) -> MolaConfig:

@@ -102,8 +102,6 @@ class VideoModel(nn.Module):
         from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
         from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-        from .testing import byte_level_clip_tokenizer
-
         unet = UNetSpatioTemporalConditionModel(**(cfg.unet or {}))
         vae = AutoencoderKLTemporalDecoder(**(cfg.vae or {}))
         tokenizer = byte_level_clip_tokenizer()
@@ -307,3 +305,17 @@ class VideoModel(nn.Module):
         _, out = self.unet_pass(model_in, (sigma.view(n).log() / 4), text_tokens.to(self.dtype), self.added_time_ids(n))
         denoised = c_skip * noisy + c_out * out.float()
         return (weight * (denoised - x0) ** 2).mean()
+
+
+def byte_level_clip_tokenizer():
+    """A CLIP tokenizer with a byte-level vocabulary and no merges (514 tokens): no files needed."""
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    chars = list(bytes_to_unicode().values())
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in chars:
+        vocab[c] = len(vocab)
+    for c in chars:
+        vocab[c + "</w>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[])

@@ -13,21 +13,20 @@ Encoders:
 * :func:`build_tiny_text_encoder` - a tiny random ``UMT5EncoderModel`` with a byte-level tokenizer
   (UTF-8 byte ``b`` -> id ``b + 3``; 0 = pad, 1 = ``</s>``, 2 = unk), built offline in milliseconds.
 
-:class:`EmbeddingCache` stores one ``.pt`` file per (encoder identity, text); policies compute an
-instruction's embedding once and afterwards never load the encoder again for it.
+:class:`TextEncoder` satisfies the data layer's ``motus_core.data.text.TextEncoder`` protocol; the
+on-disk :class:`~motus_core.data.text.EmbeddingCache` lives there too (re-exported here).
 """
 from __future__ import annotations
 
-import hashlib
 import html
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import torch
+
+from motus_core.data.text import EmbeddingCache  # noqa: F401  (the cache lives with the data layer; re-exported)
 
 TEXT_ENCODER_FILE = "text_encoder.json"
 
@@ -164,51 +163,3 @@ def save_text_encoder(encoder: TextEncoder, path: str | Path, tokenizer_dir: str
     (p / TEXT_ENCODER_FILE).write_text(json.dumps(
         {"identity": encoder.identity, "text_len": encoder.text_len, "tokenizer": kind}, indent=2))
     return p
-
-
-class EmbeddingCache:
-    """On-disk cache of instruction embeddings: one ``.pt`` per (encoder identity, text).
-
-    File name = sha256 of ``identity + "\\n" + text``; the file holds ``{"identity", "text",
-    "embedding"}`` (the embedding ``[L, dim]`` on the CPU) and is written atomically.
-    """
-
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory).expanduser()
-        self.directory.mkdir(parents=True, exist_ok=True)
-
-    def path_for(self, text: str, identity: str) -> Path:
-        key = hashlib.sha256(f"{identity}\n{text}".encode("utf-8")).hexdigest()
-        return self.directory / f"{key}.pt"
-
-    def get(self, text: str, identity: str) -> torch.Tensor | None:
-        p = self.path_for(text, identity)
-        if not p.is_file():
-            return None
-        try:
-            entry = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - a truncated/corrupt file is a cache miss, recomputed and replaced
-            return None
-        if entry.get("identity") != identity or entry.get("text") != text:
-            return None
-        return entry["embedding"]
-
-    def put(self, text: str, identity: str, embedding: torch.Tensor) -> Path:
-        emb = embedding.detach().cpu()
-        if emb.ndim != 2:
-            raise ValueError(f"an instruction embedding is [L, dim], got {tuple(emb.shape)}")
-        p = self.path_for(text, identity)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-        os.close(fd)
-        torch.save({"identity": identity, "text": text, "embedding": emb.clone()}, tmp)
-        os.replace(tmp, p)
-        return p
-
-    def get_or_compute(self, text: str, encoder: TextEncoder) -> tuple[torch.Tensor, bool]:
-        """(embedding, came_from_cache)."""
-        hit = self.get(text, encoder.identity)
-        if hit is not None:
-            return hit, True
-        emb = encoder.encode([text])[0]
-        self.put(text, encoder.identity, emb)
-        return emb, False

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import yaml
 
-from .base import Policy, PolicyError
+from motus_core.policy.base import Policy, PolicyError
 
 POLICY_FILE = "motus_policy.yaml"
 
 # kind -> "module:factory"; factory(checkpoint_dir: Path | str | None, *, device, profile, options) -> Policy
 FACTORIES = {
-    "tiny_motus": "motus_core.policy.tiny:create",
-    "replay": "motus_core.policy.replay:create",
+    "tiny_motus": "motus_core.policies.tiny:create",
+    "replay": "motus_core.policies.replay:create",
     "motus": "motus_core.models.motus.policy:create",
     "mola": "motus_core.models.mola.policy:create",
 }

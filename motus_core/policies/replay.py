@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ActionChunk, Policy, PolicyError, PolicyRequest
+from motus_core.policy.base import ActionChunk, Policy, PolicyError, PolicyRequest
 
 
 def load_trajectory(source: str | Path) -> np.ndarray:
