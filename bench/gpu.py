@@ -37,6 +37,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -139,8 +140,11 @@ def environment(device: str) -> dict:
         idx = torch.device(device).index or 0
         prop = torch.cuda.get_device_properties(idx)
         env.update(gpu=prop.name, gpu_capability=f"{prop.major}.{prop.minor}", gpu_memory_gb=rnd(prop.total_memory / 1024**3),
-                   gpu_multiprocessors=prop.multi_processor_count, cudnn=torch.backends.cudnn.version(),
-                   tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32)
+                   gpu_multiprocessors=prop.multi_processor_count, cudnn=torch.backends.cudnn.version())
+        try:  # informative (the fp32 VAE's convolutions may use TF32); the flags' API changes between releases
+            env.update(tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32)
+        except Exception as exc:  # noqa: BLE001
+            env["tf32"] = err_text(exc)
         try:
             out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,clocks.max.sm,power.limit",
                                   "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
@@ -214,31 +218,34 @@ class Memory:
     """Peak memory of a part: CUDA max allocated since the part began, or the process peak RSS on CPU."""
 
     def __init__(self, device: str):
-        self.cuda = device.startswith("cuda")
+        import torch
+
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
 
     def reset(self) -> None:
         import torch
 
         if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
 
     def peak_gb(self) -> float:
         import torch
 
         if self.cuda:
-            return torch.cuda.max_memory_allocated() / 1024**3
+            return torch.cuda.max_memory_allocated(self.device) / 1024**3
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
-    def reserved_gb(self):
+    def peak_reserved_gb(self):
         import torch
 
-        return torch.cuda.max_memory_reserved() / 1024**3 if self.cuda else None
+        return torch.cuda.max_memory_reserved(self.device) / 1024**3 if self.cuda else None
 
     def allocated_gb(self):
         import torch
 
-        return torch.cuda.memory_allocated() / 1024**3 if self.cuda else None
+        return torch.cuda.memory_allocated(self.device) / 1024**3 if self.cuda else None
 
     @property
     def source(self) -> str:
@@ -423,7 +430,7 @@ def child_compile(args, part: Part, mem: Memory) -> None:
     part.stage("measuring compiled chunks")
     mem.reset()
     motus_chunks(part, policy, inputs, args, mode="vla", steps=10)
-    part.result["peak_gb"] = rnd(mem.peak_gb(), 3)
+    part.result.update(peak_gb=rnd(mem.peak_gb(), 3), peak_reserved_gb=rnd(mem.peak_reserved_gb(), 3))
     part.result.pop("stage", None)
 
 
@@ -431,31 +438,80 @@ class Unavailable(Exception):
     """A part whose prerequisite (a package, a command) does not exist here: reported, not an error."""
 
 
-def train_entry():
-    """The Stage-3 one-step function of ``motus-train`` (issue 12), or Unavailable naming what is missing."""
+def train_modules():
+    """The ``motus-train`` modules (issue 12), or Unavailable when this checkout has no trainer."""
     try:
-        mod = importlib.import_module("motus_core.models.motus.train.bench")
+        importlib.import_module("motus_core.models.motus.train")
     except ModuleNotFoundError as exc:
+        if exc.name not in ("motus_core.models.motus.train",):
+            raise  # the trainer exists but something it imports is missing: an error, not "unavailable"
         raise Unavailable(f"motus-train is not available here ({exc})") from exc
-    fn = getattr(mod, "train_step_benchmark", None)
-    if fn is None:
-        raise Unavailable("motus_core.models.motus.train.bench has no train_step_benchmark()")
-    return fn
+    names = ("build", "config", "lora", "schedule", "step")
+    return SimpleNamespace(**{n: importlib.import_module(f"motus_core.models.motus.train.{n}") for n in names})
+
+
+def train_batch(built, device):
+    """One synthetic batch in the trainer's collate layout (``train.data.collate``), batch 1."""
+    import numpy as np
+    import torch
+
+    cfg = built.config
+    g = torch.Generator().manual_seed(0)
+    h, w, f = cfg.video_height, cfg.video_width, cfg.num_video_frames
+    image = (torch.rand(h, w, 3, generator=g) * 255).to(torch.uint8)
+    return {
+        "first_frame": image.permute(2, 0, 1)[None].float() / 255.0,
+        "video_frames": torch.rand(1, f, 3, h, w, generator=g),
+        "vlm_inputs": [built.vlm.prompt(np.ascontiguousarray(image.numpy()), "bench")],
+        "language_embedding": torch.randn(1, cfg.text_len, int(cfg.wan["text_dim"]), generator=g),
+        "action_sequence": torch.rand(1, cfg.action_chunk_size, cfg.action_dim, generator=g),
+        "initial_state": torch.rand(1, cfg.state_dim, generator=g),
+    }
 
 
 def child_train(args, part: Part, mem: Memory) -> None:
-    """One Stage-3 step of the Motus model (LoRA + activation checkpointing, batch 1), through motus-train."""
-    fn = train_entry()
-    part.stage("building the model and one training step")
-    mem.reset()
-    out = fn(config=motus_config(args.config), device=args.device, dtype=args.dtype, lora=True,
-             activation_checkpointing=True, batch_size=1, steps=args.train_steps, warmup=1,
-             deadline=part.deadline)
-    times = [float(x) * 1e3 for x in out["step_s"]]
-    part.result.update({k: v for k, v in out.items() if k != "step_s"})
-    part.result.update(step_ms_p50=rnd(percentile(times, 50)), step_ms_p90=rnd(percentile(times, 90)),
-                       reps_done=len(times), peak_gb=rnd(mem.peak_gb(), 3), lora=True, activation_checkpointing=True,
-                       batch_size=1)
+    """One Stage-3 optimizer step of the Motus model with LoRA (peft) on the video DiT and activation
+    checkpointing, batch 1, built and run exactly as ``motus-train`` does (its build, LoRA, optimizer
+    and ``one_step``), from random weights."""
+    import torch
+
+    tr = train_modules()
+    dev = torch.device(args.device)
+    part.stage("building the model (float32 master weights) and the frozen VAE/VLM")
+    t = time.monotonic()
+    torch.manual_seed(0)
+    built = tr.build.build_models(tr.config.ModelSection(preset=args.config),
+                                  tr.config.InitSection(source="scratch", allow_full_size_scratch=True), dev)
+    loss = tr.step.MotusLoss(built.model, built.vae, built.vlm)
+    lora_cfg = tr.config.LoraSection(enabled=True)
+    layers = tr.lora.add_lora(built.model, lora_cfg, frozen_dtype=torch.bfloat16 if dev.type == "cuda" else None)
+    built.model.activation_checkpointing = True
+    optimizer, _ = tr.schedule.build_optimizer(built.model, tr.config.OptimSection())
+    batch = train_batch(built, dev)
+    part.result.update(build_s=rnd(time.monotonic() - t), build_peak_gb=rnd(mem.peak_gb(), 3),
+                       trainable_m=rnd(sum(p.numel() for p in built.model.parameters() if p.requires_grad) / 1e6),
+                       lora_rank=lora_cfg.rank, lora_layers=layers, activation_checkpointing=True, batch_size=1,
+                       precision="bf16 autocast" if dev.type == "cuda" else "fp32")
+    gen = torch.Generator(device=dev).manual_seed(0)
+
+    def one(i):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        out = tr.step.one_step(loss, optimizer, batch, generator=gen, grad_clip=0.5, precision="auto")
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        if not out.get("finite", True):
+            raise RuntimeError(f"non-finite training step: {out}")
+        return {"total": time.perf_counter() - t0, "loss": out["total_loss"]}
+
+    part.stage("training steps")
+    mem.reset()  # the training footprint: weights + gradients + optimizer state + activations (not the fp32 build)
+    steps = part.repeat(one, args.train_steps, 1)
+    part.result.update(chunk_stats(steps, ()))
+    part.result.pop("stage_ms_p50", None)
+    part.result.update(peak_gb=rnd(mem.peak_gb(), 3), peak_reserved_gb=rnd(mem.peak_reserved_gb(), 3),
+                       losses=[rnd(s["loss"], 4) for s in steps])
     part.result.pop("stage", None)
 
 
@@ -576,6 +632,17 @@ def main(argv=None) -> int:
         print(f"unknown parts {unknown}; parts: {list(ALL_PARTS)}", file=sys.stderr)
         return 2
 
+    try:  # no CUDA: say so at once (`make bench` on a CPU machine skips this benchmark; `make bench-gpu` fails)
+        import torch
+
+        no_cuda = args.device.startswith("cuda") and not torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - torch itself missing: check_imports names it
+        no_cuda = False
+    if no_cuda:
+        msg = "no CUDA device here (torch.cuda.is_available() is False); use --device cpu for a dry run"
+        log(msg)
+        print(json.dumps({"bench": "gpu", "status": "skipped" if not explicit_device else "error", "error": msg}))
+        return 2 if explicit_device else 0
     log("checking imports")
     missing, optional = check_imports()
     if missing:
@@ -585,12 +652,6 @@ def main(argv=None) -> int:
         print(json.dumps({"bench": "gpu", "status": "error", "error": "missing imports", "missing": missing}))
         return 2
     import torch
-
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        msg = "no CUDA device here (torch.cuda.is_available() is False); use --device cpu for a dry run"
-        log(msg)
-        print(json.dumps({"bench": "gpu", "status": "skipped" if not explicit_device else "error", "error": msg}))
-        return 2 if explicit_device else 0
     if args.threads:
         torch.set_num_threads(args.threads)
     from motus_core.models.common import resolve_dtype
@@ -620,12 +681,13 @@ def main(argv=None) -> int:
         try:
             fn(part)
             part.result.setdefault("peak_gb", rnd(mem.peak_gb(), 3))
+            part.result.setdefault("peak_reserved_gb", rnd(mem.peak_reserved_gb(), 3))
         except Unavailable as exc:
             part.result = {"status": "unavailable", "error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - recorded; the next part runs
             traceback.print_exc()
             part.result = {**part.result, "status": "error", "error": err_text(exc)}
-            mem.free()
+        mem.free()  # after the handler: the traceback no longer holds the part's tensors
         part.result["wall_s"] = rnd(time.monotonic() - t)
         parts[name] = part.result
         log(f"{name}: {part.result['status']} " + json.dumps(part.result))
@@ -738,7 +800,7 @@ def main(argv=None) -> int:
     keys["mola_peak_gb"] = get("mola", "peak_gb")
     short = {"bfloat16": "bf16", "float32": "fp32", "float16": "fp16"}.get(args.dtype, args.dtype)
     tag = f"{args.config}_lora_{short}"  # e.g. train_step_ms_full_lora_bf16 (the names bench/train.py uses)
-    keys[f"train_step_ms_{tag}"] = get("train", "step_ms_p50")
+    keys[f"train_step_ms_{tag}"] = get("train", "ms_p50")
     keys[f"peak_mem_gb_{tag}"] = get("train", "peak_gb")
 
     errors = {k: v.get("error") for k, v in parts.items() if v.get("status") == "error"}
