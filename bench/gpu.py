@@ -67,7 +67,7 @@ OPTIONAL = [("flash_attn", "flash-attn", "part motus_flash"), ("peft", "peft", "
 
 # Share of the budget each part may use (the compiled part gets whatever is left at its turn).
 SHARES = {"motus_build": 0.10, "motus_vla_10step": 0.05, "motus_vla_3step": 0.03, "motus_joint_10step": 0.08,
-          "motus_rtc": 0.07, "motus_flash": 0.04, "mola": 0.12, "train": 0.18}
+          "motus_rtc": 0.07, "motus_flash": 0.04, "mola": 0.12, "train": 0.22}
 RESERVE_S = 8.0  # kept for the summary and the JSON line at the end
 CHILD_GRACE_S = 5.0  # a child process is killed this long after its budget
 STAGES = ("preprocess", "text", "vlm", "vae_encode", "denoise", "vae_decode")
@@ -652,6 +652,7 @@ def main(argv=None) -> int:
         print(json.dumps({"bench": "gpu", "status": "error", "error": "missing imports", "missing": missing}))
         return 2
     import torch
+
     if args.threads:
         torch.set_num_threads(args.threads)
     from motus_core.models.common import resolve_dtype
@@ -804,11 +805,12 @@ def main(argv=None) -> int:
     keys[f"peak_mem_gb_{tag}"] = get("train", "peak_gb")
 
     errors = {k: v.get("error") for k, v in parts.items() if v.get("status") == "error"}
-    result = {"bench": "gpu", "status": "ok" if not errors else "partial", "config": args.config, "device": args.device,
-              "dtype": args.dtype, **keys,
+    skipped = [k for k, v in parts.items() if v.get("status") == "skipped"]
+    result = {"bench": "gpu", "status": "ok" if not (errors or skipped) else "partial", "config": args.config,
+              "device": args.device, "dtype": args.dtype, **keys,
               "goals": {"motus_vla_10step_ms": 250.0, "motus_vla_3step_ms": 100.0, "mola_step_ms": 65.0,
                         "mola_paper_rtx4090_ms": 129.6},
-              "errors": errors, "parts": parts, "env": env, "optional": optional, "settings": settings,
+              "errors": errors, "skipped": skipped, "parts": parts, "env": env, "optional": optional, "settings": settings,
               "memory_source": mem.source, "total_s": rnd(time.monotonic() - T0)}
     log("summary:")
     for k, v in keys.items():
