@@ -19,7 +19,7 @@ EPISODES ?= 3
 MODE ?= scripted
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench clean distclean colcon-check
+.PHONY: setup test demo bench bench-gpu clean distclean colcon-check
 
 setup: $(STAMP)
 
@@ -35,6 +35,12 @@ demo: setup
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# Motus + MoLA at full size on one CUDA GPU (<= 8 min, random weights, final JSON line; docs/performance.md).
+# On the lent GPU machine (no venv, no network) run tools/gpu_run.sh instead. BENCH_GPU_ARGS: e.g. --parts mola
+BENCH_GPU_ARGS ?=
+bench-gpu: setup
+	$(PY) bench/gpu.py --device cuda $(BENCH_GPU_ARGS)
 
 colcon-check: setup
 	tools/colcon_check.sh
