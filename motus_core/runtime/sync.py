@@ -22,6 +22,14 @@ How a snapshot is formed (``snapshot(now)``):
 Time jumps: a sample stamped more than ``time_jump`` seconds before the stream's previous one, or a
 clock that goes backwards (sim time reset, bag loop), clears every buffer (``resets`` counts them).
 
+Driver clocks: a sample stamped more than ``future_tolerance`` ahead of the receiver's clock (``now``
+given to ``add_image`` / ``add_joint_state``) is rejected before it enters the buffer, so a camera
+driver with a bad clock cannot make the real frames that follow look out of order. Rejections are
+counted per stream and cause and logged through a :class:`motus_core.rejections.RejectionLog` (the
+first at once, then at most one line per period with the count), naming the stream and the offset.
+A frame whose size differs from the profile's camera is logged once per stream and size and kept
+(``size_mismatch="warn"``: the policy resizes with padding) or rejected (``"reject"``).
+
 Joint states: missing joints reject the message and are reported once (per topic and joint set);
 extra joints are reported once and ignored (``extra_joints="ignore"``, default) or reject the message
 (``"reject"``). Images are decoded lazily (``LazyImage``) so frames that never make it into a
@@ -42,6 +50,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from motus_core.policy.base import Observation
+from motus_core.rejections import RejectionLog
 
 POLICIES = ("nearest", "last_before")
 
@@ -56,12 +65,19 @@ class SyncConfig:
     buffer_time: float = field(default=1.0, metadata={"help": "s of samples kept per stream"})
     time_jump: float = field(default=0.5, metadata={"help": "s, a stamp this far behind the previous one (or a clock going back) resets all buffers"})
     extra_joints: str = field(default="ignore", metadata={"help": "joints a JointState has beyond the profile: ignore (reported once) | reject"})
+    future_tolerance: float = field(default=0.1, metadata={"help": "s, a sample stamped further ahead of the receiver's clock is rejected (driver clock guard)"})
+    size_mismatch: str = field(default="warn", metadata={"help": "a frame whose size differs from the profile's camera: warn (once; the policy resizes) | reject"})
+    reject_log_period: float = field(default=5.0, metadata={"help": "s between two log lines about the same kind of rejected sample"})
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"sync policy must be one of {POLICIES}, got {self.policy!r}")
         if self.extra_joints not in ("ignore", "reject"):
             raise ValueError("extra_joints must be 'ignore' or 'reject'")
+        if self.size_mismatch not in ("warn", "reject"):
+            raise ValueError("size_mismatch must be 'warn' or 'reject'")
+        if self.future_tolerance <= 0 or self.reject_log_period < 0:
+            raise ValueError("future_tolerance must be positive and reject_log_period >= 0")
         if min(self.image_tolerance, self.joint_tolerance, self.max_age, self.buffer_time) <= 0:
             raise ValueError("tolerances, max_age and buffer_time must be positive")
 
@@ -187,7 +203,7 @@ class ObservationSynchronizer:
     """Coherent snapshots of the profile's cameras and joint states (see the module docstring)."""
 
     def __init__(self, profile, config: SyncConfig | None = None, *, on_problem: Callable[[str], None] | None = None,
-                 roles: Sequence[str] | None = None):
+                 roles: Sequence[str] | None = None, rejections: RejectionLog | None = None):
         self.cfg = config or SyncConfig()
         self.cfg.validate()
         self.profile = profile
@@ -212,6 +228,11 @@ class ObservationSynchronizer:
         self.resets = 0
         self.snapshots = 0
         self.last_reason = "no data yet"
+        # Rejected samples: counted per "stream: cause", logged rate-limited (to on_problem, or dropped if none).
+        self.rejections = rejections or RejectionLog(on_problem or (lambda _m: None), self.cfg.reject_log_period,
+                                                     prefix="Synchronizer rejected")
+        self._sizes = {role: (int(c.height), int(c.width)) for role, c in getattr(profile, "cameras", {}).items()
+                       if getattr(c, "width", 0) and getattr(c, "height", 0)}
 
     # ------------------------------------------------------------------ problems
     def _report(self, key: str, message: str) -> None:
@@ -223,6 +244,20 @@ class ObservationSynchronizer:
             self._on_problem(message)
 
     # ------------------------------------------------------------------ input
+    def _reject(self, stream: _Stream, cause: str, detail: str = "") -> bool:
+        stream.rejected += 1
+        self.rejections.reject(f"{stream.name}: {cause}", detail)
+        return False
+
+    def _future(self, stream: _Stream, stamp: float, now: float | None) -> bool:
+        """True (and counted, logged) when the sample is stamped too far ahead of the receiver's clock."""
+        if now is None or stamp - now <= self.cfg.future_tolerance:
+            return False
+        self._reject(stream, "stamped in the future",
+                     f"stamp {stamp:.3f} s is {stamp - now:.3f} s ahead of the receiver's clock ({now:.3f} s; "
+                     f"tolerance {self.cfg.future_tolerance} s): check the driver's clock")
+        return True
+
     def _check_time(self, stream: _Stream, stamp: float) -> None:
         newest = stream.newest()
         if newest is not None and stamp < newest - self.cfg.time_jump:
@@ -244,20 +279,32 @@ class ObservationSynchronizer:
         with self._lock:
             self._reset_locked(why)
 
-    def add_image(self, role: str, stamp: float, image: np.ndarray | LazyImage, received: float | None = None) -> bool:
+    def add_image(self, role: str, stamp: float, image: np.ndarray | LazyImage, received: float | None = None, *,
+                  now: float | None = None, size: tuple[int, int] | None = None) -> bool:
+        """Add a camera frame. ``now``: the receiver's clock (enables the driver-clock guard);
+        ``size``: (height, width) of the frame, checked against the profile's camera."""
         stream = self.streams.get(role)
         if stream is None or stream.kind != "image":
             self._report(f"role:{role}", f"image for unknown camera role {role!r} ignored (roles: {self.roles})")
             return False
         if not math.isfinite(stamp):
-            stream.rejected += 1
+            return self._reject(stream, "non-finite stamp")
+        if size is None and isinstance(image, np.ndarray) and image.ndim >= 2:
+            size = (int(image.shape[0]), int(image.shape[1]))
+        expected = self._sizes.get(role)
+        if size is not None and expected is not None and tuple(size) != expected:
+            what = (f"{size[1]}x{size[0]} frame where the profile says {expected[1]}x{expected[0]}")
+            if self.cfg.size_mismatch == "reject":
+                return self._reject(stream, "wrong size", what)
+            self._report(f"size:{role}:{tuple(size)}", f"{role}: {what}; the policy resizes it with padding "
+                         f"(check the camera driver's resolution; sync.size_mismatch: reject refuses such frames)")
+        if self._future(stream, stamp, now):
             return False
         with self._lock:
             self._check_time(stream, stamp)
             newest = stream.newest()
-            if newest is not None and stamp <= newest:
-                stream.rejected += 1  # duplicate or out of order (within the jump threshold)
-                return False
+            if newest is not None and stamp <= newest:  # duplicate or out of order (within the jump threshold)
+                return self._reject(stream, "out of order", f"stamp {stamp:.3f} s is not after the previous {newest:.3f} s")
             stream.add(_Sample(float(stamp), image, time.monotonic() if received is None else received), self.cfg.buffer_time)
             self._lock.notify_all()
         return True
@@ -270,7 +317,11 @@ class ObservationSynchronizer:
         missing = [n for n in mapping if n not in names]
         extra = [n for n in names if n not in mapping]
         result = None
-        if missing:
+        duplicated = sorted({n for n in names if list(names).count(n) > 1})
+        if duplicated:
+            self._report(f"dup:{topic}:{','.join(duplicated)}",
+                         f"joint states on {topic} name joints {duplicated} more than once: messages rejected")
+        elif missing:
             self._report(f"missing:{topic}:{','.join(missing)}",
                          f"joint states on {topic} lack joints {missing} (expected {list(mapping)}): messages rejected")
         elif extra and self.cfg.extra_joints == "reject":
@@ -287,30 +338,31 @@ class ObservationSynchronizer:
         self._index_cache[key] = result
         return result
 
-    def add_joint_state(self, topic: str, stamp: float, names: Sequence[str], positions: Sequence[float], received: float | None = None) -> bool:
+    def add_joint_state(self, topic: str, stamp: float, names: Sequence[str], positions: Sequence[float], received: float | None = None, *,
+                        now: float | None = None) -> bool:
         stream = self.streams.get(topic)
         if stream is None or stream.kind != "joints":
             self._report(f"topic:{topic}", f"joint states from unknown topic {topic} ignored")
             return False
         idx = self._joint_indices(topic, names)
         pos = np.asarray(positions, dtype=np.float64)
-        if idx is None or pos.shape[0] != len(names):
-            if idx is not None:
-                self._report(f"len:{topic}", f"joint states on {topic}: {len(names)} names but {pos.shape[0]} positions: rejected")
-            stream.rejected += 1
-            return False
+        if idx is None:
+            return self._reject(stream, "joint names do not match the profile")
+        if pos.ndim != 1 or pos.shape[0] != len(names):
+            return self._reject(stream, "wrong number of positions", f"{len(names)} names but {pos.size} positions")
         src, dst = idx
         values = pos[src]
-        if not np.all(np.isfinite(values)) or not math.isfinite(stamp):
-            stream.rejected += 1
-            self._report(f"nan:{topic}", f"joint states on {topic} contain NaN/inf: rejected")
+        if not np.all(np.isfinite(values)):
+            return self._reject(stream, "NaN/inf positions")
+        if not math.isfinite(stamp):
+            return self._reject(stream, "non-finite stamp")
+        if self._future(stream, stamp, now):
             return False
         with self._lock:
             self._check_time(stream, stamp)
             newest = stream.newest()
             if newest is not None and stamp <= newest:
-                stream.rejected += 1
-                return False
+                return self._reject(stream, "out of order", f"stamp {stamp:.3f} s is not after the previous {newest:.3f} s")
             stream.add(_Sample(float(stamp), (dst, values), time.monotonic() if received is None else received), self.cfg.buffer_time)
             self._lock.notify_all()
         return True

@@ -79,6 +79,7 @@ from motus_core.sim.trajectory import CommandRejected  # noqa: E402
 from motus_msgs.srv import ResetSim  # noqa: E402
 from motus_ros.conversions import camera_info_msg, canonical_to_joint_state, duration_to_sec, image_msg, time_msg, time_to_sec  # noqa: E402
 from motus_ros.params import declare_parameters  # noqa: E402
+from motus_core.rejections import RejectionLog, cause_of  # noqa: E402
 
 LOG_EVERY = 2.0  # s: at most one warning per kind of rejection in this interval
 
@@ -134,6 +135,7 @@ class SimNode(Node):
         self.adapter = self.interp.adapter
         self.counters = SimCounters()
         self._throttle = _Throttle(self.get_logger())
+        self.rejections = RejectionLog(lambda m: self.get_logger().warning(m), LOG_EVERY)  # per cause, counted
         self._lock = threading.Lock()
         self._queue: collections.deque = collections.deque()
         self._wake = threading.Event()
@@ -211,7 +213,7 @@ class SimNode(Node):
         with self._lock:
             self.counters.commands_rejected += 1
             self.counters.rejections[type(exc).__name__] += 1
-        self._throttle.warn(f"reject:{topic}:{str(exc)[:40]}", f"rejected a command on {topic}: {exc}")
+        self.rejections.reject(f"command on {topic}: {cause_of(exc)}", str(exc))
 
     def _clamped(self, topic: str, n: int) -> None:
         if n:
