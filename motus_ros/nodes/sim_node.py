@@ -99,7 +99,8 @@ class SimCounters:
 
     @property
     def frames_dropped(self) -> int:
-        return self.frames_late + self.frames_skipped
+        # frames never published; a late frame was published (behind its wall-clock schedule) and is not dropped
+        return self.frames_skipped
 
 
 class _Throttle:
@@ -462,7 +463,7 @@ class SimNode(Node):
             level=DiagnosticStatus.OK if c.frames_dropped == 0 and c.physics_errors == 0 else DiagnosticStatus.WARN,
             name=f"{self.get_fully_qualified_name()}: simulator", hardware_id=f"mujoco:{self.profile.name}",
             message=f"episode {sim.episode} ({sim.task.name}, seed {sim.seed}), stage {sim.tracker.stage}, "
-                    f"{'success' if sim.success else 'running'}; {c.frames_dropped} dropped frames",
+                    f"{'success' if sim.success else 'running'}; {c.frames_dropped} frames skipped, {c.frames_late} published late",
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
         )
         msg = DiagnosticArray()
