@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
@@ -280,6 +281,13 @@ class SimNode(Node):
         response.task, response.seed = task, seed
         return response
 
+    def _speed_limit(self):
+        """The profile's velocity limits in sim units x ``speed_limit_scale`` (None: off)."""
+        if self.cfg.speed_limit_scale <= 0:
+            return None
+        v = np.asarray(self.profile.velocity_limit, float)
+        return np.abs(self.adapter.to_sim(v) - self.adapter.to_sim(np.zeros_like(v))) * self.cfg.speed_limit_scale
+
     # -- the sim thread --------------------------------------------------------------------------
     def _sim_thread(self) -> None:
         cfg = self.cfg
@@ -287,7 +295,8 @@ class SimNode(Node):
             # The arms start at the ViperX's own rest pose whatever the profile: another robot's home
             # (e.g. Piper's all-zero pose) means something else on this arm (straight out, arms colliding).
             sim = AlohaSim(cfg.task, seed=cfg.seed, timestep=cfg.physics_dt, render_mesh_cell=cfg.render_mesh_cell,
-                           success_hold=cfg.success_hold, offscreen_size=(self.width, self.height))
+                           success_hold=cfg.success_hold, offscreen_size=(self.width, self.height),
+                           speed_limit=self._speed_limit())
             renderer = CameraRenderer(sim.model, self.width, self.height, tuple(self.cameras))
         except BaseException as exc:  # noqa: BLE001 - reported to the constructor
             self._thread_error = exc
@@ -457,7 +466,7 @@ class SimNode(Node):
                 "frames_skipped": c.frames_skipped, "frames_dropped": c.frames_dropped, "time_slips": c.time_slips,
                 "real_time_factor": f"{achieved_rtf:.3f}", "commands_received": c.commands_received,
                 "commands_rejected": c.commands_rejected, "values_clamped": c.values_clamped, "points_skipped": c.points_skipped,
-                "physics_errors": c.physics_errors,
+                "physics_errors": c.physics_errors, "speed_limited_steps": sim.speed_limited_steps,
             }
         status = DiagnosticStatus(
             level=DiagnosticStatus.OK if c.frames_dropped == 0 and c.physics_errors == 0 else DiagnosticStatus.WARN,
