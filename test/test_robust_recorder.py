@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from motus_core.data.bag_reader import FINISHED, bag_state
+from motus_core.data.bag_reader import FINISHED, bag_state, count_messages, read_messages
 from motus_core.data.episode import INCOMPLETE, list_episodes, read_metadata
 from test.helpers import ROOT
 
@@ -44,7 +44,7 @@ def test_recorder_sigkill_mid_episode_the_demonstrator_goes_on(tmp_path):
             if m:
                 recorder_pid = int(m.group(1))
             if killed_at is None and "[recorder]" in line and "started: task" in line:
-                time.sleep(1.0)  # mid-episode: some messages are on their way to the bag
+                time.sleep(2.5)  # mid-episode, after a flush (1 s period): some messages are on their way to the bag
                 os.kill(recorder_pid, signal.SIGKILL)
                 killed_at = time.monotonic()
                 log.append(f"TEST: recorder killed at {killed_at:.1f}\n")
@@ -68,4 +68,8 @@ def test_recorder_sigkill_mid_episode_the_demonstrator_goes_on(tmp_path):
 
     assert len(repair(tmp_path / "episodes")) == 1
     meta = read_metadata(eps[0].path)
-    assert bag_state(eps[0].bag) == FINISHED and meta.state == INCOMPLETE and meta.bytes_written > 0
+    assert bag_state(eps[0].bag) == FINISHED and meta.state == INCOMPLETE
+    # the metadata now tells what the bag holds (whatever the last flush before the kill had written)
+    assert meta.bytes_written == sum(len(m.data) for m in read_messages(eps[0].bag))
+    counts = count_messages(eps[0].bag)
+    assert all(meta.topics[t].written == n for t, n in counts.items() if t in meta.topics)
