@@ -545,7 +545,7 @@ def fault_list() -> list[Fault]:
           ("policy", rf"{cam}: out of order")),
         F("image_stamp_5s_back", "images", lambda h: {"sent": h.burst(lambda s: h.watch.image_pub.publish(h.image(s - 5.0)), 1.0, 5)},
           ("policy", r"time jumped back|reset")),
-        F("camera_stops_and_returns", "images", _camera_gap, ("policy", r"left_wrist")),
+        F("camera_stops_and_returns", "images", _camera_gap, ("policy", r"left_wrist"), settle=3.0),
     ]
     chunks = [
         F("chunk_nan", "chunks", lambda h: _chunk(h, lambda a: np.where(np.arange(a.size).reshape(a.shape) == 30, np.nan, a)),
@@ -734,6 +734,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)} (and shorter load phases)")
     ap.add_argument("--kinds", default="", help="comma-separated kinds to run (default: all, or the quick set)")
     ap.add_argument("--json", default="", help="also write the result to this file")
+    ap.add_argument("--logs", default="", help="write every node's full output into this directory")
     ns = ap.parse_args(argv)
     faults = fault_list()
     wanted = [k for k in ns.kinds.split(",") if k] or (list(QUICK) if ns.quick else [f.name for f in faults])
@@ -756,6 +757,10 @@ def main(argv=None) -> int:
                       f"executor {r.executor_state:8s} {'; '.join(r.why_failed)}", flush=True)
         finally:
             h.close()
+            if ns.logs:
+                Path(ns.logs).mkdir(parents=True, exist_ok=True)
+                for name, n in h.nodes.items():
+                    (Path(ns.logs) / f"{name}.log").write_text("\n".join(f"{t - t_start:8.2f} {ln}" for t, ln in n.lines))
     loaded_min = h.loaded_seconds / 60.0
     summary = {
         "fault_kinds": len(results),

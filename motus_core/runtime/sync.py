@@ -23,8 +23,12 @@ Time jumps: a sample stamped more than ``time_jump`` seconds before the stream's
 clock that goes backwards (sim time reset, bag loop), clears every buffer (``resets`` counts them).
 
 Driver clocks: a sample stamped more than ``future_tolerance`` ahead of the receiver's clock (``now``
-given to ``add_image`` / ``add_joint_state``) is rejected before it enters the buffer, so a camera
-driver with a bad clock cannot make the real frames that follow look out of order. Rejections are
+given to ``add_image`` / ``add_joint_state``) is *suspect*: it is never used while it is ahead of the
+clock, and when the next sample of its stream is stamped before it, the suspect one is dropped
+(counted, logged with the offset) and the new one kept, so a camera driver with a bad clock cannot
+make the real frames that follow look out of order. A receiver clock that merely lags (sim time on a
+loaded machine: /clock arrives late) makes correct samples look ahead too; they are followed by later
+stamps and kept. Rejections are
 counted per stream and cause and logged through a :class:`motus_core.rejections.RejectionLog` (the
 first at once, then at most one line per period with the count), naming the stream and the offset.
 A frame whose size differs from the profile's camera is logged once per stream and size and kept
@@ -103,6 +107,7 @@ class _Sample:
     stamp: float
     value: object
     received: float  # wall clock (time.monotonic) of arrival
+    ahead: float = 0.0  # s the stamp was ahead of the receiver's clock at arrival (> future_tolerance: suspect)
 
 
 class _Stream:
@@ -119,7 +124,7 @@ class _Stream:
         self._diffs: deque[float] = deque(maxlen=32)
 
     def add(self, s: _Sample, buffer_time: float) -> None:
-        if self.samples:
+        if self.samples and not s.ahead:  # a suspect stamp says nothing about the stream's period
             gap = s.stamp - self.samples[-1].stamp
             if gap > 0:
                 self._diffs.append(gap)
@@ -142,18 +147,26 @@ class _Stream:
     def newest(self) -> float | None:
         return self.samples[-1].stamp if self.samples else None
 
-    def match(self, t_ref: float, now: float, policy: str) -> tuple[_Sample | None, bool, str]:
+    def usable(self, now: float, future: float) -> list[_Sample]:
+        """The samples, without those stamped ahead of ``now + future`` (a driver clock running ahead)."""
+        samples = self.samples
+        if samples and samples[-1].stamp > now + future:
+            return [x for x in samples if x.stamp <= now + future]
+        return samples
+
+    def match(self, t_ref: float, now: float, policy: str, future: float = math.inf) -> tuple[_Sample | None, bool, str]:
         """(sample, final, why-not) for the reference time."""
-        if not self.samples:
+        samples = self.usable(now, future)
+        if not samples:
             return None, False, f"{self.name}: nothing received yet"
         tol = self.tolerance
-        newest = self.samples[-1].stamp
+        newest = samples[-1].stamp
         has_later = newest >= t_ref - 1e-9
         timed_out = now - t_ref > tol
         best = None
         if policy == "nearest":
             best_d = math.inf
-            for s in reversed(self.samples):
+            for s in reversed(samples):
                 d = abs(s.stamp - t_ref)
                 if d < best_d:
                     best, best_d = s, d
@@ -161,7 +174,7 @@ class _Stream:
                     break
             ok = best is not None and best_d <= tol + 1e-9
         else:
-            for s in reversed(self.samples):
+            for s in reversed(samples):
                 if s.stamp <= t_ref + 1e-9:
                     best = s
                     break
@@ -249,14 +262,31 @@ class ObservationSynchronizer:
         self.rejections.reject(f"{stream.name}: {cause}", detail)
         return False
 
-    def _future(self, stream: _Stream, stamp: float, now: float | None) -> bool:
-        """True (and counted, logged) when the sample is stamped too far ahead of the receiver's clock."""
-        if now is None or stamp - now <= self.cfg.future_tolerance:
-            return False
-        self._reject(stream, "stamped in the future",
-                     f"stamp {stamp:.3f} s is {stamp - now:.3f} s ahead of the receiver's clock ({now:.3f} s; "
-                     f"tolerance {self.cfg.future_tolerance} s): check the driver's clock")
-        return True
+    def _ahead(self, stamp: float, now: float | None) -> float:
+        """How far the stamp is ahead of the receiver's clock beyond the tolerance (0: not suspect)."""
+        if now is None:
+            return 0.0
+        ahead = stamp - now
+        return ahead if ahead > self.cfg.future_tolerance else 0.0
+
+    def _in_order(self, stream: _Stream, stamp: float) -> bool:
+        """Whether a new sample may follow the stream's newest (after the time-jump check).
+
+        First, a newest sample that was stamped ahead of the receiver's clock and is now followed by an
+        earlier stamp was the wrong one (a driver clock running ahead): it is dropped, counted and
+        logged, and the new sample is judged against what remains. A sample merely ahead of a lagging
+        receiver clock (sim time under load) is followed by later stamps and kept."""
+        while stream.samples and stream.samples[-1].ahead and stream.samples[-1].stamp >= stamp:
+            b = stream.samples.pop()
+            self._reject(stream, "stamped in the future",
+                         f"a sample stamped {b.ahead:.3f} s ahead of the receiver's clock (tolerance "
+                         f"{self.cfg.future_tolerance} s) was followed by earlier stamps: dropped it; check the driver's clock")
+        self._check_time(stream, stamp)
+        newest = stream.newest()
+        if newest is None or stamp > newest:
+            return True
+        self._reject(stream, "out of order", f"stamp {stamp:.3f} s is not after the previous {newest:.3f} s")
+        return False
 
     def _check_time(self, stream: _Stream, stamp: float) -> None:
         newest = stream.newest()
@@ -298,14 +328,11 @@ class ObservationSynchronizer:
                 return self._reject(stream, "wrong size", what)
             self._report(f"size:{role}:{tuple(size)}", f"{role}: {what}; the policy resizes it with padding "
                          f"(check the camera driver's resolution; sync.size_mismatch: reject refuses such frames)")
-        if self._future(stream, stamp, now):
-            return False
+        ahead = self._ahead(stamp, now)
         with self._lock:
-            self._check_time(stream, stamp)
-            newest = stream.newest()
-            if newest is not None and stamp <= newest:  # duplicate or out of order (within the jump threshold)
-                return self._reject(stream, "out of order", f"stamp {stamp:.3f} s is not after the previous {newest:.3f} s")
-            stream.add(_Sample(float(stamp), image, time.monotonic() if received is None else received), self.cfg.buffer_time)
+            if not self._in_order(stream, stamp):  # duplicate or out of order (within the jump threshold)
+                return False
+            stream.add(_Sample(float(stamp), image, time.monotonic() if received is None else received, ahead), self.cfg.buffer_time)
             self._lock.notify_all()
         return True
 
@@ -356,14 +383,11 @@ class ObservationSynchronizer:
             return self._reject(stream, "NaN/inf positions")
         if not math.isfinite(stamp):
             return self._reject(stream, "non-finite stamp")
-        if self._future(stream, stamp, now):
-            return False
+        ahead = self._ahead(stamp, now)
         with self._lock:
-            self._check_time(stream, stamp)
-            newest = stream.newest()
-            if newest is not None and stamp <= newest:
-                return self._reject(stream, "out of order", f"stamp {stamp:.3f} s is not after the previous {newest:.3f} s")
-            stream.add(_Sample(float(stamp), (dst, values), time.monotonic() if received is None else received), self.cfg.buffer_time)
+            if not self._in_order(stream, stamp):
+                return False
+            stream.add(_Sample(float(stamp), (dst, values), time.monotonic() if received is None else received, ahead), self.cfg.buffer_time)
             self._lock.notify_all()
         return True
 
@@ -396,14 +420,16 @@ class ObservationSynchronizer:
 
     def _snapshot_locked(self, now: float) -> SyncResult:
         ref = self.streams[self.cfg.reference]
-        if not ref.samples:
+        future = self.cfg.future_tolerance
+        ref_samples = ref.usable(now, future)  # a frame stamped ahead of the clock is never a reference
+        if not ref_samples:
             return SyncResult(None, f"{ref.name}: no frame received yet", waiting_on=ref.name)
-        newest_ref = ref.samples[-1].stamp
+        newest_ref = ref_samples[-1].stamp
         if now - newest_ref > self.cfg.max_age:
             return SyncResult(None, f"{ref.name}: newest frame is {now - newest_ref:.2f} s old (max {self.cfg.max_age} s)", waiting_on=ref.name)
         first_reason = ""
         first_stream = ""
-        for r in reversed(ref.samples):
+        for r in reversed(ref_samples):
             t_ref = r.stamp
             if t_ref <= self._last_used_ref:
                 break
@@ -414,7 +440,7 @@ class ObservationSynchronizer:
             for name, stream in self.streams.items():
                 if stream is ref:
                     continue
-                s, final, reason = stream.match(t_ref, now, self.cfg.policy)
+                s, final, reason = stream.match(t_ref, now, self.cfg.policy, future)
                 if s is None or not final:
                     why = reason
                     first_stream = first_stream or name
