@@ -56,6 +56,8 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
+# A domain of its own unless told otherwise: a shared machine may run other graphs on the default one.
+os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 80))
 
 import numpy as np  # noqa: E402
 
