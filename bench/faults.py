@@ -585,8 +585,14 @@ def fault_list() -> list[Fault]:
 
 
 def _camera_gap(h: Harness) -> dict:
+    """The left wrist camera stops for 1.5 s of robot time (longer than the policy's max_age and its
+    1 s wall-clock wait on a machine where sim time runs slower than wall time), then comes back."""
+    c0 = h.now_stamp()
     h.watch.relay_on = False
-    time.sleep(2.0)
+    deadline = time.monotonic() + 60
+    while h.now_stamp() < c0 + 1.5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.2)  # and at least the policy's wall-clock wait
     n0 = h.watch.status.chunks_received if h.watch.status else 0
     h.watch.relay_on = True
     try:
