@@ -40,6 +40,26 @@ def as_uint8(data) -> np.ndarray:
         raise ImageError(f"image data of type {type(data).__name__} is not a byte buffer") from exc
 
 
+def raw_image_problem(height: int, width: int, encoding: str, step: int, nbytes: int) -> tuple[str, str] | None:
+    """Why a raw image header cannot be decoded, as (short cause, explanation), or None: checks
+    without touching the pixels, so a receiver can reject a frame at once instead of at decode time."""
+    h, w = int(height), int(width)
+    enc = str(encoding).strip().lower()
+    if h <= 0 or w <= 0:
+        return "empty image", f"image of size {h}x{w} is empty"
+    if h * w > MAX_PIXELS:
+        return "implausible size", f"image of size {h}x{w} is implausibly large"
+    if enc not in _ENCODINGS:
+        return "unsupported encoding", f"unsupported image encoding {encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})"
+    row = w * _ENCODINGS[enc][0]
+    step = int(step) or row
+    if step < row:
+        return "wrong step", f"image step {step} is smaller than width x channels = {row}"
+    if nbytes < step * (h - 1) + row:
+        return "short data", f"image data has {nbytes} bytes; {h}x{w} {encoding} with step {step} needs {step * h}"
+    return None
+
+
 def raw_to_rgb(height: int, width: int, encoding: str, step: int, data, is_bigendian: int = 0) -> np.ndarray:
     """Decode a raw 8-bit image buffer into a fresh HxWx3 uint8 RGB array.
 
@@ -48,20 +68,13 @@ def raw_to_rgb(height: int, width: int, encoding: str, step: int, data, is_bigen
     """
     h, w = int(height), int(width)
     enc = str(encoding).strip().lower()
-    if h <= 0 or w <= 0:
-        raise ImageError(f"image of size {h}x{w} is empty")
-    if h * w > MAX_PIXELS:
-        raise ImageError(f"image of size {h}x{w} is implausibly large")
-    if enc not in _ENCODINGS:
-        raise ImageError(f"unsupported image encoding {encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})")
+    buf = as_uint8(data)
+    problem = raw_image_problem(h, w, enc, step, buf.size)
+    if problem is not None:
+        raise ImageError(problem[1])
     channels, conversion = _ENCODINGS[enc]
     row = w * channels
     step = int(step) or row
-    if step < row:
-        raise ImageError(f"image step {step} is smaller than width x channels = {row}")
-    buf = as_uint8(data)
-    if buf.size < step * (h - 1) + row:
-        raise ImageError(f"image data has {buf.size} bytes; {h}x{w} {encoding} with step {step} needs {step * h}")
     if step == row:
         img = buf[: h * row].reshape(h, w, channels)
     else:

@@ -3,7 +3,8 @@
 launch, launch_ros and ros2cli are not on PyPI, so a pip-only install cannot run the launch files.
 This starts exactly the nodes the launch files start (same description, same parameters and
 remappings), one process per node, prefixes their output with the node name, forwards Ctrl-C, and
-ends the graph when a required node exits (its exit code becomes the launcher's).
+ends the graph when a required node exits (its exit code becomes the launcher's; 1 when it
+exited cleanly but another node died during the run).
 
     motus-launch graph:=demo episodes:=3
     motus-launch graph:=policy strategy:=rtc run_time:=20
@@ -98,19 +99,21 @@ def run_graph(nodes: list[NodeSpec], timeout: float = 0.0, shutdown_grace: float
         previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
         signal.signal(signal.SIGTERM, lambda *_: interrupted.append(True))
         rc = 0
+        failed: list[str] = []  # unexpected deaths: any of them makes the result non-zero
         start = time.monotonic()
         try:
             while not interrupted:
+                # deaths of other nodes first: a required node's clean exit must not hide an earlier crash
+                crashed = [c for c in children if not c.spec.required and c.proc.poll() not in (None, 0)]
+                for c in crashed:
+                    print(f"[motus-launch] node {c.spec.name} died with exit code {c.proc.returncode}", flush=True)
+                    children.remove(c)
+                    failed.append(f"{c.spec.name} ({c.proc.returncode})")
                 required_done = [c for c in children if c.spec.required and c.proc.poll() is not None]
                 if required_done:
                     rc = required_done[0].proc.returncode
                     print(f"[motus-launch] required node {required_done[0].spec.name} exited with {rc}; stopping the graph", flush=True)
                     break
-                crashed = [c for c in children if not c.spec.required and c.proc.poll() not in (None, 0)]
-                for c in crashed:
-                    print(f"[motus-launch] node {c.spec.name} died with exit code {c.proc.returncode}", flush=True)
-                    children.remove(c)
-                    rc = rc or 1
                 if all(c.proc.poll() is not None for c in children):
                     break
                 if timeout and time.monotonic() - start > timeout:
@@ -132,6 +135,9 @@ def run_graph(nodes: list[NodeSpec], timeout: float = 0.0, shutdown_grace: float
                 c.thread.join(timeout=1.0)
         if interrupted:
             return 130
+        if rc == 0 and failed:
+            print(f"[motus-launch] exit code 1: node(s) died during the run: {', '.join(failed)}", flush=True)
+            return 1
         return rc
 
 

@@ -23,6 +23,7 @@ from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
 from rosbags.typesys import get_types_from_msg
 
 from motus_core.data.bag_writer import BAG_VERSION, make_typestore
+from motus_core.data.episode import METADATA_FILE, record_bag_contents
 
 FINISHED = "finished"
 UNFINISHED = "unfinished"
@@ -208,7 +209,8 @@ def repair_bag(bag_dir: str | Path, *, keep_original: bool = False) -> dict[str,
     """Rewrite an unfinished bag as a finished one (same bytes); returns messages per topic.
 
     The original storage file is moved aside (``<bag>.unfinished``) while the new bag is written
-    and removed afterwards unless ``keep_original``.
+    and removed afterwards unless ``keep_original``. When the bag belongs to an episode directory
+    (``episode.json`` beside it), the episode's message and byte counts are rewritten from the bag.
     """
     bag_dir = Path(bag_dir)
     if bag_state(bag_dir) != UNFINISHED:
@@ -240,9 +242,15 @@ def repair_bag(bag_dir: str | Path, *, keep_original: bool = False) -> dict[str,
                 raise BagError(f"{aside}: topic {topic} has type {msgtype!r} that cannot be rebuilt")
             handles[topic] = writer.add_connection(topic, msgtype, typestore=ts)
             counts[topic] = 0
+        spans: dict[str, list[int]] = {}
+        payload = 0
         for m in read_messages(aside):
-            writer.write(handles[m.topic], m.timestamp, bytes(m.data))
+            data = bytes(m.data)
+            writer.write(handles[m.topic], m.timestamp, data)
             counts[m.topic] += 1
+            payload += len(data)
+            span = spans.setdefault(m.topic, [m.timestamp, m.timestamp])
+            span[0], span[1] = min(span[0], m.timestamp), max(span[1], m.timestamp)
         writer.close()
     except BaseException:
         try:
@@ -254,4 +262,6 @@ def repair_bag(bag_dir: str | Path, *, keep_original: bool = False) -> dict[str,
         raise
     if not keep_original:
         shutil.rmtree(aside)
+    if (bag_dir.parent / METADATA_FILE).is_file():
+        record_bag_contents(bag_dir.parent, {t: (n, *spans.get(t, (0, 0))) for t, n in counts.items()}, payload)
     return counts

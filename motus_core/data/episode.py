@@ -251,9 +251,32 @@ def list_episodes(root: str | Path) -> tuple[list[EpisodeDir], list[tuple[Path, 
     return good, bad
 
 
+def record_bag_contents(episode_dir: str | Path, topics: dict[str, tuple[int, int, int]], payload_bytes: int) -> EpisodeMetadata:
+    """Rewrite the counts of ``episode.json`` from what a (repaired) bag really holds.
+
+    ``topics``: topic -> (messages, first bag time ns, last bag time ns); ``payload_bytes``: the sum of
+    the serialized messages, as the recorder counts ``bytes_written``. A recorder killed mid-episode
+    never wrote its counts (they stayed 0); the repaired bag is the truth."""
+    meta = read_metadata(episode_dir)
+    for topic, (n, first, last) in topics.items():
+        rec = meta.topics.get(topic)
+        if rec is None:
+            continue  # a topic the metadata does not list keeps out of it (the bag still has it)
+        rec.written = int(n)
+        rec.received = max(rec.received, rec.written + rec.dropped)
+        rec.first_time_ns, rec.last_time_ns = (int(first), int(last)) if n else (0, 0)
+    meta.missing_topics = [t for t in meta.missing_topics if topics.get(t, (0,))[0] == 0]
+    meta.bytes_written = int(payload_bytes)
+    write_metadata(Path(episode_dir), meta)
+    return meta
+
+
 def mark_incomplete(ep: EpisodeDir, reason: str) -> EpisodeMetadata:
     """Persist ``incomplete`` for a crashed recording (used by ``motus-convert --repair``)."""
-    meta = ep.meta
+    try:  # re-read: a bag repair may have rewritten the counts since ``ep`` was listed
+        meta = read_metadata(ep.path)
+    except EpisodeError:
+        meta = ep.meta
     meta.state = INCOMPLETE
     meta.error = meta.error or reason
     if not meta.stop_time:

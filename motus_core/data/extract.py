@@ -235,9 +235,9 @@ def extract_episode(ep: EpisodeDir, options: SyncOptions = SyncOptions(), on_fra
     for topic, rec in meta.topics.items():
         if topic in streams:
             streams[topic].dropped_by_recorder = rec.dropped
-    holes, missing_ref, period_s = reference_holes(times, int(options.max_gap_s * NS))
+    holes, missing_ref, _period = reference_holes(times, int(options.max_gap_s * NS))
     streams[ref].gaps = holes
-    rate = 1.0 / period_s if period_s else 0.0
+    rate = streams[ref].rate_hz  # one rate per stream: the reference's, as its stream entry reports it
     if rate and abs(rate - options.fps) > 0.1 * options.fps:
         problems.append(f"the high camera runs at {rate:.1f} Hz but the dataset is {options.fps} fps")
     for rep in streams.values():

@@ -108,15 +108,22 @@ class Gap:
 
     stream: str
     start_s: float  # seconds from the first kept frame
-    duration_s: float  # worst age (stream gaps) or interval (reference holes)
+    duration_s: float  # worst age (stream gaps) or interval (reference holes); see gap_runs for frames without a message
     frames: int
+    frames_without_message: int = 0  # frames before the stream's first message (no age exists)
 
     def as_dict(self) -> dict:
-        return {"stream": self.stream, "start_s": round(self.start_s, 4), "duration_s": round(self.duration_s, 4), "frames": self.frames}
+        d = {"stream": self.stream, "start_s": round(self.start_s, 4), "duration_s": round(self.duration_s, 4), "frames": self.frames}
+        if self.frames_without_message:
+            d["frames_without_message"] = self.frames_without_message
+        return d
 
 
 def gap_runs(stream: str, ages_ns: np.ndarray, frame_times_ns: np.ndarray, max_age_ns: int) -> list[Gap]:
-    """Runs of frames whose age exceeds ``max_age_ns`` (age -1 = no message at all)."""
+    """Runs of frames whose age exceeds ``max_age_ns`` (age -1 = no message at all).
+
+    A frame without any message of the stream has no age; it counts as old as the time since the
+    first frame (the stream has been silent at least that long), never as a placeholder value."""
     bad = (ages_ns > max_age_ns) | (ages_ns < 0)
     out: list[Gap] = []
     i, n = 0, len(bad)
@@ -128,8 +135,11 @@ def gap_runs(stream: str, ages_ns: np.ndarray, frame_times_ns: np.ndarray, max_a
         j = i
         while j < n and bad[j]:
             j += 1
-        worst = float(np.max(np.where(ages_ns[i:j] < 0, np.iinfo(np.int64).max // 2, ages_ns[i:j]))) / NS
-        out.append(Gap(stream, (int(frame_times_ns[i]) - t0) / NS, worst, j - i))
+        run = ages_ns[i:j]
+        silent = run < 0
+        since_start = frame_times_ns[i:j].astype(np.int64) - t0
+        worst = float(np.max(np.where(silent, since_start, run))) / NS
+        out.append(Gap(stream, (int(frame_times_ns[i]) - t0) / NS, worst, j - i, int(np.count_nonzero(silent))))
         i = j
     return out
 
@@ -300,7 +310,7 @@ class StreamReport:
     topic: str
     role: str
     messages: int = 0
-    rate_hz: float = 0.0
+    rate_hz: float = 0.0  # nominal rate: 1 / median interval of the stamps (drops do not lower it; see gaps)
     stamp_source: str = "header"
     latency_ms_mean: float = 0.0  # receive time - header stamp (transport + driver delay)
     latency_ms_max: float = 0.0
@@ -319,9 +329,7 @@ class StreamReport:
 
     def set_timing(self, stamps_ns: np.ndarray, receive_ns: np.ndarray) -> None:
         self.messages = int(len(stamps_ns))
-        if len(stamps_ns) > 1:
-            span = (stamps_ns[-1] - stamps_ns[0]) / NS
-            self.rate_hz = float((len(stamps_ns) - 1) / span) if span > 0 else 0.0
+        self.rate_hz = nominal_rate(stamps_ns)
         if len(stamps_ns) and self.stamp_source == "header":
             lat = (receive_ns - stamps_ns).astype(np.float64) / 1e6
             self.latency_ms_mean, self.latency_ms_max = float(lat.mean()), float(lat.max())
@@ -330,6 +338,14 @@ class StreamReport:
         d = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items() if k != "gaps"}
         d["gaps"] = [g.as_dict() for g in self.gaps]
         return d
+
+
+def nominal_rate(stamps_ns: np.ndarray) -> float:
+    """1 / the median positive interval of the stamps (Hz), 0 when there is none: the one rate the
+    reports give per stream (the reference's missing frames are counted separately)."""
+    d = np.diff(np.asarray(stamps_ns, dtype=np.int64))
+    d = d[d > 0]
+    return float(NS / np.median(d)) if d.size else 0.0
 
 
 def reference_holes(stamps_ns: np.ndarray, max_gap_ns: int) -> tuple[list[Gap], int, float]:

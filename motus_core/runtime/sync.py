@@ -22,6 +22,18 @@ How a snapshot is formed (``snapshot(now)``):
 Time jumps: a sample stamped more than ``time_jump`` seconds before the stream's previous one, or a
 clock that goes backwards (sim time reset, bag loop), clears every buffer (``resets`` counts them).
 
+Driver clocks: a sample stamped more than ``future_tolerance`` ahead of the receiver's clock (``now``
+given to ``add_image`` / ``add_joint_state``) is *suspect*: it is never used while it is ahead of the
+clock, and when the next sample of its stream is stamped before it, the suspect one is dropped
+(counted, logged with the offset) and the new one kept, so a camera driver with a bad clock cannot
+make the real frames that follow look out of order. A receiver clock that merely lags (sim time on a
+loaded machine: /clock arrives late) makes correct samples look ahead too; they are followed by later
+stamps and kept. Rejections are
+counted per stream and cause and logged through a :class:`motus_core.rejections.RejectionLog` (the
+first at once, then at most one line per period with the count), naming the stream and the offset.
+A frame whose size differs from the profile's camera is logged once per stream and size and kept
+(``size_mismatch="warn"``: the policy resizes with padding) or rejected (``"reject"``).
+
 Joint states: missing joints reject the message and are reported once (per topic and joint set);
 extra joints are reported once and ignored (``extra_joints="ignore"``, default) or reject the message
 (``"reject"``). Images are decoded lazily (``LazyImage``) so frames that never make it into a
@@ -42,6 +54,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from motus_core.policy.base import Observation
+from motus_core.rejections import RejectionLog
 
 POLICIES = ("nearest", "last_before")
 
@@ -56,12 +69,19 @@ class SyncConfig:
     buffer_time: float = field(default=1.0, metadata={"help": "s of samples kept per stream"})
     time_jump: float = field(default=0.5, metadata={"help": "s, a stamp this far behind the previous one (or a clock going back) resets all buffers"})
     extra_joints: str = field(default="ignore", metadata={"help": "joints a JointState has beyond the profile: ignore (reported once) | reject"})
+    future_tolerance: float = field(default=0.1, metadata={"help": "s, a sample stamped further ahead of the receiver's clock is rejected (driver clock guard)"})
+    size_mismatch: str = field(default="warn", metadata={"help": "a frame whose size differs from the profile's camera: warn (once; the policy resizes) | reject"})
+    reject_log_period: float = field(default=5.0, metadata={"help": "s between two log lines about the same kind of rejected sample"})
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"sync policy must be one of {POLICIES}, got {self.policy!r}")
         if self.extra_joints not in ("ignore", "reject"):
             raise ValueError("extra_joints must be 'ignore' or 'reject'")
+        if self.size_mismatch not in ("warn", "reject"):
+            raise ValueError("size_mismatch must be 'warn' or 'reject'")
+        if self.future_tolerance <= 0 or self.reject_log_period < 0:
+            raise ValueError("future_tolerance must be positive and reject_log_period >= 0")
         if min(self.image_tolerance, self.joint_tolerance, self.max_age, self.buffer_time) <= 0:
             raise ValueError("tolerances, max_age and buffer_time must be positive")
 
@@ -87,6 +107,7 @@ class _Sample:
     stamp: float
     value: object
     received: float  # wall clock (time.monotonic) of arrival
+    ahead: float = 0.0  # s the stamp was ahead of the receiver's clock at arrival (> future_tolerance: suspect)
 
 
 class _Stream:
@@ -103,7 +124,7 @@ class _Stream:
         self._diffs: deque[float] = deque(maxlen=32)
 
     def add(self, s: _Sample, buffer_time: float) -> None:
-        if self.samples:
+        if self.samples and not s.ahead:  # a suspect stamp says nothing about the stream's period
             gap = s.stamp - self.samples[-1].stamp
             if gap > 0:
                 self._diffs.append(gap)
@@ -126,18 +147,26 @@ class _Stream:
     def newest(self) -> float | None:
         return self.samples[-1].stamp if self.samples else None
 
-    def match(self, t_ref: float, now: float, policy: str) -> tuple[_Sample | None, bool, str]:
+    def usable(self, now: float, future: float) -> list[_Sample]:
+        """The samples, without those stamped ahead of ``now + future`` (a driver clock running ahead)."""
+        samples = self.samples
+        if samples and samples[-1].stamp > now + future:
+            return [x for x in samples if x.stamp <= now + future]
+        return samples
+
+    def match(self, t_ref: float, now: float, policy: str, future: float = math.inf) -> tuple[_Sample | None, bool, str]:
         """(sample, final, why-not) for the reference time."""
-        if not self.samples:
+        samples = self.usable(now, future)
+        if not samples:
             return None, False, f"{self.name}: nothing received yet"
         tol = self.tolerance
-        newest = self.samples[-1].stamp
+        newest = samples[-1].stamp
         has_later = newest >= t_ref - 1e-9
         timed_out = now - t_ref > tol
         best = None
         if policy == "nearest":
             best_d = math.inf
-            for s in reversed(self.samples):
+            for s in reversed(samples):
                 d = abs(s.stamp - t_ref)
                 if d < best_d:
                     best, best_d = s, d
@@ -145,7 +174,7 @@ class _Stream:
                     break
             ok = best is not None and best_d <= tol + 1e-9
         else:
-            for s in reversed(self.samples):
+            for s in reversed(samples):
                 if s.stamp <= t_ref + 1e-9:
                     best = s
                     break
@@ -187,7 +216,7 @@ class ObservationSynchronizer:
     """Coherent snapshots of the profile's cameras and joint states (see the module docstring)."""
 
     def __init__(self, profile, config: SyncConfig | None = None, *, on_problem: Callable[[str], None] | None = None,
-                 roles: Sequence[str] | None = None):
+                 roles: Sequence[str] | None = None, rejections: RejectionLog | None = None):
         self.cfg = config or SyncConfig()
         self.cfg.validate()
         self.profile = profile
@@ -212,6 +241,11 @@ class ObservationSynchronizer:
         self.resets = 0
         self.snapshots = 0
         self.last_reason = "no data yet"
+        # Rejected samples: counted per "stream: cause", logged rate-limited (to on_problem, or dropped if none).
+        self.rejections = rejections or RejectionLog(on_problem or (lambda _m: None), self.cfg.reject_log_period,
+                                                     prefix="Synchronizer rejected")
+        self._sizes = {role: (int(c.height), int(c.width)) for role, c in getattr(profile, "cameras", {}).items()
+                       if getattr(c, "width", 0) and getattr(c, "height", 0)}
 
     # ------------------------------------------------------------------ problems
     def _report(self, key: str, message: str) -> None:
@@ -223,6 +257,37 @@ class ObservationSynchronizer:
             self._on_problem(message)
 
     # ------------------------------------------------------------------ input
+    def _reject(self, stream: _Stream, cause: str, detail: str = "") -> bool:
+        stream.rejected += 1
+        self.rejections.reject(f"{stream.name}: {cause}", detail)
+        return False
+
+    def _ahead(self, stamp: float, now: float | None) -> float:
+        """How far the stamp is ahead of the receiver's clock beyond the tolerance (0: not suspect)."""
+        if now is None:
+            return 0.0
+        ahead = stamp - now
+        return ahead if ahead > self.cfg.future_tolerance else 0.0
+
+    def _in_order(self, stream: _Stream, stamp: float) -> bool:
+        """Whether a new sample may follow the stream's newest (after the time-jump check).
+
+        First, a newest sample that was stamped ahead of the receiver's clock and is now followed by an
+        earlier stamp was the wrong one (a driver clock running ahead): it is dropped, counted and
+        logged, and the new sample is judged against what remains. A sample merely ahead of a lagging
+        receiver clock (sim time under load) is followed by later stamps and kept."""
+        while stream.samples and stream.samples[-1].ahead and stream.samples[-1].stamp >= stamp:
+            b = stream.samples.pop()
+            self._reject(stream, "stamped in the future",
+                         f"a sample stamped {b.ahead:.3f} s ahead of the receiver's clock (tolerance "
+                         f"{self.cfg.future_tolerance} s) was followed by earlier stamps: dropped it; check the driver's clock")
+        self._check_time(stream, stamp)
+        newest = stream.newest()
+        if newest is None or stamp > newest:
+            return True
+        self._reject(stream, "out of order", f"stamp {stamp:.3f} s is not after the previous {newest:.3f} s")
+        return False
+
     def _check_time(self, stream: _Stream, stamp: float) -> None:
         newest = stream.newest()
         if newest is not None and stamp < newest - self.cfg.time_jump:
@@ -244,21 +309,30 @@ class ObservationSynchronizer:
         with self._lock:
             self._reset_locked(why)
 
-    def add_image(self, role: str, stamp: float, image: np.ndarray | LazyImage, received: float | None = None) -> bool:
+    def add_image(self, role: str, stamp: float, image: np.ndarray | LazyImage, received: float | None = None, *,
+                  now: float | None = None, size: tuple[int, int] | None = None) -> bool:
+        """Add a camera frame. ``now``: the receiver's clock (enables the driver-clock guard);
+        ``size``: (height, width) of the frame, checked against the profile's camera."""
         stream = self.streams.get(role)
         if stream is None or stream.kind != "image":
             self._report(f"role:{role}", f"image for unknown camera role {role!r} ignored (roles: {self.roles})")
             return False
         if not math.isfinite(stamp):
-            stream.rejected += 1
-            return False
+            return self._reject(stream, "non-finite stamp")
+        if size is None and isinstance(image, np.ndarray) and image.ndim >= 2:
+            size = (int(image.shape[0]), int(image.shape[1]))
+        expected = self._sizes.get(role)
+        if size is not None and expected is not None and tuple(size) != expected:
+            what = (f"{size[1]}x{size[0]} frame where the profile says {expected[1]}x{expected[0]}")
+            if self.cfg.size_mismatch == "reject":
+                return self._reject(stream, "wrong size", what)
+            self._report(f"size:{role}:{tuple(size)}", f"{role}: {what}; the policy resizes it with padding "
+                         f"(check the camera driver's resolution; sync.size_mismatch: reject refuses such frames)")
+        ahead = self._ahead(stamp, now)
         with self._lock:
-            self._check_time(stream, stamp)
-            newest = stream.newest()
-            if newest is not None and stamp <= newest:
-                stream.rejected += 1  # duplicate or out of order (within the jump threshold)
+            if not self._in_order(stream, stamp):  # duplicate or out of order (within the jump threshold)
                 return False
-            stream.add(_Sample(float(stamp), image, time.monotonic() if received is None else received), self.cfg.buffer_time)
+            stream.add(_Sample(float(stamp), image, time.monotonic() if received is None else received, ahead), self.cfg.buffer_time)
             self._lock.notify_all()
         return True
 
@@ -270,7 +344,11 @@ class ObservationSynchronizer:
         missing = [n for n in mapping if n not in names]
         extra = [n for n in names if n not in mapping]
         result = None
-        if missing:
+        duplicated = sorted({n for n in names if list(names).count(n) > 1})
+        if duplicated:
+            self._report(f"dup:{topic}:{','.join(duplicated)}",
+                         f"joint states on {topic} name joints {duplicated} more than once: messages rejected")
+        elif missing:
             self._report(f"missing:{topic}:{','.join(missing)}",
                          f"joint states on {topic} lack joints {missing} (expected {list(mapping)}): messages rejected")
         elif extra and self.cfg.extra_joints == "reject":
@@ -287,31 +365,29 @@ class ObservationSynchronizer:
         self._index_cache[key] = result
         return result
 
-    def add_joint_state(self, topic: str, stamp: float, names: Sequence[str], positions: Sequence[float], received: float | None = None) -> bool:
+    def add_joint_state(self, topic: str, stamp: float, names: Sequence[str], positions: Sequence[float], received: float | None = None, *,
+                        now: float | None = None) -> bool:
         stream = self.streams.get(topic)
         if stream is None or stream.kind != "joints":
             self._report(f"topic:{topic}", f"joint states from unknown topic {topic} ignored")
             return False
         idx = self._joint_indices(topic, names)
         pos = np.asarray(positions, dtype=np.float64)
-        if idx is None or pos.shape[0] != len(names):
-            if idx is not None:
-                self._report(f"len:{topic}", f"joint states on {topic}: {len(names)} names but {pos.shape[0]} positions: rejected")
-            stream.rejected += 1
-            return False
+        if idx is None:
+            return self._reject(stream, "joint names do not match the profile")
+        if pos.ndim != 1 or pos.shape[0] != len(names):
+            return self._reject(stream, "wrong number of positions", f"{len(names)} names but {pos.size} positions")
         src, dst = idx
         values = pos[src]
-        if not np.all(np.isfinite(values)) or not math.isfinite(stamp):
-            stream.rejected += 1
-            self._report(f"nan:{topic}", f"joint states on {topic} contain NaN/inf: rejected")
-            return False
+        if not np.all(np.isfinite(values)):
+            return self._reject(stream, "NaN/inf positions")
+        if not math.isfinite(stamp):
+            return self._reject(stream, "non-finite stamp")
+        ahead = self._ahead(stamp, now)
         with self._lock:
-            self._check_time(stream, stamp)
-            newest = stream.newest()
-            if newest is not None and stamp <= newest:
-                stream.rejected += 1
+            if not self._in_order(stream, stamp):
                 return False
-            stream.add(_Sample(float(stamp), (dst, values), time.monotonic() if received is None else received), self.cfg.buffer_time)
+            stream.add(_Sample(float(stamp), (dst, values), time.monotonic() if received is None else received, ahead), self.cfg.buffer_time)
             self._lock.notify_all()
         return True
 
@@ -344,14 +420,16 @@ class ObservationSynchronizer:
 
     def _snapshot_locked(self, now: float) -> SyncResult:
         ref = self.streams[self.cfg.reference]
-        if not ref.samples:
+        future = self.cfg.future_tolerance
+        ref_samples = ref.usable(now, future)  # a frame stamped ahead of the clock is never a reference
+        if not ref_samples:
             return SyncResult(None, f"{ref.name}: no frame received yet", waiting_on=ref.name)
-        newest_ref = ref.samples[-1].stamp
+        newest_ref = ref_samples[-1].stamp
         if now - newest_ref > self.cfg.max_age:
             return SyncResult(None, f"{ref.name}: newest frame is {now - newest_ref:.2f} s old (max {self.cfg.max_age} s)", waiting_on=ref.name)
         first_reason = ""
         first_stream = ""
-        for r in reversed(ref.samples):
+        for r in reversed(ref_samples):
             t_ref = r.stamp
             if t_ref <= self._last_used_ref:
                 break
@@ -362,7 +440,7 @@ class ObservationSynchronizer:
             for name, stream in self.streams.items():
                 if stream is ref:
                     continue
-                s, final, reason = stream.match(t_ref, now, self.cfg.policy)
+                s, final, reason = stream.match(t_ref, now, self.cfg.policy, future)
                 if s is None or not final:
                     why = reason
                     first_stream = first_stream or name

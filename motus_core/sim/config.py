@@ -24,4 +24,7 @@ class SimConfig:
     image_reliability: str = field(default="best_effort", metadata={"help": "QoS reliability of the image topics: best_effort (sensor data) or reliable"})
     success_hold: float = field(default=0.5, metadata={"help": "seconds the task's final stage must hold for the episode to count as a success"})
     status_rate: float = field(default=1.0, metadata={"help": "/diagnostics messages per wall second"})
+    speed_limit_scale: float = field(default=1.0, metadata={"help": (
+        "arm joint speeds saturate at this x the profile's velocity limits (the servos' no-load speed; without it the "
+        "sim's undamped servos overshoot the commanded speed ~2x); 0 = no limit")})
     render_mesh_cell: float = field(default=0.002, metadata={"help": "grid (m) of the render-only mesh decimation; 0 renders the original meshes"})

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from .model import JointLayout, build_model
+from .model import ARM_INDICES, JointLayout, build_model
 from .tasks import TaskTracker, get_task
 from .trajectory import JointTrajectoryFollower, TrajectoryGoal
 
@@ -37,7 +37,8 @@ class AlohaSim:
     """Physics of the bimanual ViperX scene with a task (see module doc)."""
 
     def __init__(self, task: str = "transfer_cube", *, seed: int = 0, timestep: float = 0.002, render_mesh_cell: float = 0.002,
-                 success_hold: float = 0.5, home: np.ndarray | None = None, offscreen_size: tuple[int, int] = (640, 480)):
+                 success_hold: float = 0.5, home: np.ndarray | None = None, offscreen_size: tuple[int, int] = (640, 480),
+                 speed_limit: np.ndarray | float | None = None):
         self._build_kwargs = dict(timestep=timestep, render_mesh_cell=render_mesh_cell, offscreen_size=offscreen_size)
         self.success_hold = success_hold
         self.home = np.array(DEFAULT_HOME if home is None else home, dtype=float)
@@ -50,6 +51,8 @@ class AlohaSim:
         self._build(task)
         self.follower = JointTrajectoryFollower(self.home)
         self._targets_fresh = False
+        self.set_speed_limit(speed_limit)
+        self.speed_limited_steps = 0  # physics steps in which some arm joint was slowed to its limit
         self.reset(seed=seed)  # episode 1
 
     # -- construction -------------------------------------------------------------------------
@@ -104,6 +107,25 @@ class AlohaSim:
         self.episode_start = now
         return self.object_poses()
 
+    def set_speed_limit(self, limit: np.ndarray | float | None) -> None:
+        """Saturate each arm joint's speed (rad/s; a scalar or the 14-dim sim vector, grippers ignored;
+        None: no limit), as the real servo does at its no-load speed.
+
+        Why: gym-aloha's servos are pure P controllers (no damping) with large dry friction. Such a
+        servo tracking a ramp sticks, breaks free and overshoots: measured speeds reach ~1.9 x the
+        commanded speed (a 3 rad/s command gave 5.6 rad/s at the waist, see docs/sim.md), and
+        contacts can throw the light wrist joints far faster. The ViperX's Dynamixels cannot turn
+        faster than their no-load speed (~3.1 rad/s for the XM540), which is where the profile's
+        velocity limits come from; the sim enforces the same bound on the measured motion."""
+        if limit is None:
+            self._speed_limit = None
+            return
+        v = np.broadcast_to(np.asarray(limit, dtype=float), (14,)) if np.ndim(limit) else np.full(14, float(limit))
+        arm = v[list(ARM_INDICES)]
+        if not np.all(np.isfinite(arm)) or np.any(arm <= 0):
+            raise ValueError(f"speed limits must be positive and finite, got {arm}")
+        self._speed_limit = arm.copy()
+
     # -- commands -----------------------------------------------------------------------------
     def command_positions(self, indices: np.ndarray, values: np.ndarray) -> None:
         """Direct position targets (sim units) for some joints; cancels trajectories (see trajectory.py)."""
@@ -140,6 +162,15 @@ class AlohaSim:
                 layout.set_targets(d, pos)
                 self._targets_fresh = active  # sample once more after a trajectory ends: its last point
             mujoco.mj_step(m, d)
+            if self._speed_limit is not None:
+                v = d.qvel[layout.arm_dof]
+                if np.any(np.abs(v) > self._speed_limit):
+                    clipped = np.clip(v, -self._speed_limit, self._speed_limit)
+                    # the step already moved the joints with the excess speed: take that back too, so
+                    # positions sampled at any rate also move no faster than the limit (hinges: qpos = angle)
+                    d.qpos[layout.arm_qpos] -= m.opt.timestep * (v - clipped)
+                    d.qvel[layout.arm_dof] = clipped
+                    self.speed_limited_steps += 1
         if not np.isfinite(d.qpos).all():
             raise SimulationError(f"the physics diverged at t={d.time:.3f} s")
 

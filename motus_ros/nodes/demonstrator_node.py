@@ -12,7 +12,11 @@ profile's JointState command topics instead, as a policy's executor would.
 An episode ends when the script is over and the task succeeded (``/<sim_node>/success``), or
 ``settle`` s after the script ends. At the end the node prints a summary (episodes, successes,
 camera and joint-state rates measured by subscribing, in sim time and in wall time, and the dropped
-frames the sim reports on /diagnostics) and exits 0; it exits 1 if the simulator never answered.
+frames the sim reports on /diagnostics: late ones were delivered, skipped ones were not) and exits 0;
+it exits 1 if the simulator never answered or an episode could not be recorded. With ``recorder``
+set, a recorder that dies (noticed through DDS liveliness on its status within ``recorder_lease``)
+or does not answer within ``recorder_timeout`` costs the recording of that episode, said in the log
+and the summary; the remaining episodes still run (and are recorded again if the recorder returns).
 Control ticks are driven by the joint-state messages (sim time from their stamps), so the
 demonstrator follows the simulator at any ``real_time_factor``.
 """
@@ -32,7 +36,13 @@ import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.node import Node  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.duration import Duration  # noqa: E402
+from rclpy.qos import LivelinessPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+
+try:  # Iron and later
+    from rclpy.event_handler import SubscriptionEventCallbacks  # noqa: E402
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks  # noqa: E402
 from rclpy.serialization import deserialize_message  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
@@ -44,6 +54,7 @@ from motus_core.sim.kinematics import Kinematics  # noqa: E402
 from motus_core.sim.model import build_model  # noqa: E402
 from motus_core.sim.simulator import ObjectPose  # noqa: E402
 from motus_core.sim.tasks import TASKS  # noqa: E402
+from motus_msgs.msg import RecorderStatus  # noqa: E402
 from motus_msgs.srv import ResetSim, StartEpisode, StopEpisode  # noqa: E402
 from motus_ros.conversions import (  # noqa: E402
     ConversionError,
@@ -68,6 +79,8 @@ class DemonstratorConfig:
     episode_timeout: float = field(default=180.0, metadata={"help": "wall seconds after which an episode is abandoned"})
     startup_timeout: float = field(default=60.0, metadata={"help": "wall seconds to wait for the simulator"})
     recorder: str = field(default="", metadata={"help": "name of a recorder node to drive: start_episode before and stop_episode (with the outcome) after each episode; '' = none"})
+    recorder_timeout: float = field(default=20.0, metadata={"help": "wall seconds to wait for the recorder's answer to start/stop_episode"})
+    recorder_lease: float = field(default=2.0, metadata={"help": "s, liveliness lease requested on the recorder's status (>= its liveliness_lease): a dead recorder is noticed within it"})
 
 
 @dataclass
@@ -78,6 +91,7 @@ class EpisodeReport:
     sim_duration: float
     wall_duration: float
     success_time: float = -1.0
+    recorded: bool | None = None  # None: no recorder driven; False: the recorder failed or was gone
 
 
 class _RateMeter:
@@ -152,6 +166,14 @@ class DemonstratorNode(Node):
         if cfg.recorder:
             self.start_client = self.create_client(StartEpisode, f"/{cfg.recorder}/start_episode")
             self.stop_client = self.create_client(StopEpisode, f"/{cfg.recorder}/stop_episode")
+            # The recorder's status carries DDS liveliness: its death (even SIGKILL) is reported within the
+            # lease, so a pending service call fails at once instead of waiting for an answer that never comes.
+            self.create_subscription(RecorderStatus, f"/{cfg.recorder}/status", lambda _m: None, QoSProfile(
+                depth=1, liveliness=LivelinessPolicy.AUTOMATIC, liveliness_lease_duration=Duration(seconds=cfg.recorder_lease)),
+                event_callbacks=SubscriptionEventCallbacks(liveliness=self._on_recorder_liveliness))
+        self.recorder_alive: bool | None = None  # None until the recorder's status was seen
+        self.recorder_failures: list[str] = []
+        self._recording_this_episode = False
         self._pending = None
 
         self.latest_stamp = -1.0  # newest complete joint state (s, sim time); -1: none yet
@@ -195,6 +217,23 @@ class DemonstratorNode(Node):
             if st.name.startswith(f"/{self.cfg.sim_node}:"):
                 self.sim_diag = {kv.key: kv.value for kv in st.values}
 
+    def _on_recorder_liveliness(self, info) -> None:
+        alive = info.alive_count > 0
+        if alive != self.recorder_alive:
+            if alive:  # (rclpy: one severity per call site)
+                self.get_logger().info(f"recorder /{self.cfg.recorder} is alive")
+            elif self.recorder_alive is not None:
+                self.get_logger().error(f"recorder /{self.cfg.recorder} is gone (no liveliness within the lease)")
+            self.recorder_alive = alive
+
+    def _recorder_failed(self, why: str) -> None:
+        """The recorder could not record this episode: say so, and go on with the next episode."""
+        ep = self.episode + 1
+        self.recorder_failures.append(f"episode {ep}: {why}")
+        self.exit_code = 1  # data were lost: the run is not a success, but the remaining episodes still run
+        self.get_logger().error(f"episode {ep} was not recorded: {why}; continuing with the next episode")
+        self._recording_this_episode = False
+
     def _on_state(self, topic: str, raw: bytes) -> None:
         self._raw_states[topic] = raw
         if len(self._raw_states) < len(self.profile.state_sources):
@@ -215,17 +254,19 @@ class DemonstratorNode(Node):
         self._decode_objects()
         if self.phase == "waiting":
             fresh = stamp >= self.fresh_after and all(self.objects.get(o.name, (-1.0,))[0] >= self.fresh_after for o in self.task.objects)
-            if fresh and self.start_client is not None:
+            if fresh and self.start_client is not None and self.recorder_alive is not False and self.start_client.service_is_ready():
                 self._pending = self.start_client.call_async(StartEpisode.Request(task=self.cfg.task, instruction=self.task.instruction))
                 self._set_phase("recording")
             elif fresh:
+                if self.start_client is not None:
+                    self._recorder_failed(f"recorder /{self.cfg.recorder} is not available")
                 self._begin(stamp)
         if self.phase == "recording" and self._pending.done():
             res = self._pending.result()
             if res is None or not res.success:
-                self.get_logger().error(f"the recorder did not start an episode: {getattr(res, 'message', 'no response')}")
-                self._abort()
-                return
+                self._recorder_failed(f"the recorder did not start it: {getattr(res, 'message', 'no response')}")
+            else:
+                self._recording_this_episode = True
             self._begin(stamp)
         if self.phase == "running" and stamp >= self.next_tick - 1e-6:
             self.next_tick += 1.0 / self.cfg.control_rate
@@ -266,13 +307,14 @@ class DemonstratorNode(Node):
 
     def _finish_episode(self, t: float) -> None:
         seed = self.cfg.seed + self.episode
-        rep = EpisodeReport(self.episode + 1, seed, self.success, t, time.monotonic() - self.start_wall)
+        rep = EpisodeReport(self.episode + 1, seed, self.success, t, time.monotonic() - self.start_wall,
+                            recorded=None if self.stop_client is None else self._recording_this_episode)
         self.reports.append(rep)
         self.get_logger().info(
             f"episode {rep.index}/{self.cfg.episodes} ({self.cfg.task}, seed {seed}): "
             f"{'SUCCESS' if rep.success else 'failure'} after {rep.sim_duration:.1f} s sim time ({rep.wall_duration:.1f} s wall)"
         )
-        if self.stop_client is not None:
+        if self.stop_client is not None and self._recording_this_episode:
             outcome = StopEpisode.Request.OUTCOME_SUCCESS if rep.success else StopEpisode.Request.OUTCOME_FAILURE
             self._pending = self.stop_client.call_async(StopEpisode.Request(outcome=outcome, notes=f"scripted demonstrator, seed {seed}"))
             self._set_phase("stopping")
@@ -314,17 +356,25 @@ class DemonstratorNode(Node):
             elif waited > 30.0:
                 self.get_logger().error("the simulator did not answer the reset within 30 s")
                 self._abort()
+        elif self.phase == "recording" and not self._pending.done() and (self.recorder_alive is False or waited > cfg.recorder_timeout):
+            self._pending.cancel()
+            why = "the recorder is gone" if self.recorder_alive is False else f"no answer to start_episode within {cfg.recorder_timeout:g} s"
+            self._recorder_failed(why)
+            self._begin(self.latest_stamp)
         elif self.phase == "stopping":
+            rep = self.reports[-1]
             if self._pending.done():
                 res = self._pending.result()
                 if res is None or not res.success:
-                    self.get_logger().error(f"the recorder did not stop the episode: {getattr(res, 'message', 'no response')}")
-                    self._abort()
-                else:
-                    self._set_phase("next")
-            elif waited > 60.0:
-                self.get_logger().error("the recorder did not answer stop_episode within 60 s")
-                self._abort()
+                    rep.recorded = False
+                    self._recorder_failed(f"the recorder did not stop it: {getattr(res, 'message', 'no response')}")
+                self._set_phase("next")
+            elif self.recorder_alive is False or waited > cfg.recorder_timeout:
+                self._pending.cancel()
+                rep.recorded = False
+                self._recorder_failed("the recorder died during the episode (its bag is unfinished: motus-convert --repair finishes it)"
+                                      if self.recorder_alive is False else f"no answer to stop_episode within {cfg.recorder_timeout:g} s")
+                self._set_phase("next")
         elif self.phase in ("waiting", "recording", "running") and time.monotonic() - self.start_wall > cfg.episode_timeout:
             self.get_logger().error(f"episode {self.episode + 1} took more than {cfg.episode_timeout:.0f} s of wall time; abandoned")
             self.reports.append(EpisodeReport(self.episode + 1, cfg.seed + self.episode, False, -1.0, cfg.episode_timeout))
@@ -336,7 +386,10 @@ class DemonstratorNode(Node):
         lines = [f"Scripted demonstrations on the simulated robot ({self.profile.name}, task {self.cfg.task}):"]
         lines.append(f"  episodes   {n}, successes {ok} ({100.0 * ok / max(n, 1):.0f} %)")
         for r in self.reports:
-            lines.append(f"    #{r.index} seed {r.seed}: {'success' if r.success else 'failure'}, {r.sim_duration:.1f} s sim / {r.wall_duration:.1f} s wall")
+            rec = "" if r.recorded is None else (", recorded" if r.recorded else ", NOT RECORDED")
+            lines.append(f"    #{r.index} seed {r.seed}: {'success' if r.success else 'failure'}, {r.sim_duration:.1f} s sim / {r.wall_duration:.1f} s wall{rec}")
+        if self.recorder_failures:
+            lines.append(f"  recorder   {len(self.recorder_failures)} episode(s) not recorded: " + "; ".join(self.recorder_failures))
         js_sim, js_wall = self.state_meter.rates()
         lines.append(f"  joint states  {js_sim:6.1f} Hz sim time, {js_wall:6.1f} Hz wall time")
         for role, meter in self.camera_meters.items():
@@ -345,8 +398,9 @@ class DemonstratorNode(Node):
         d = self.sim_diag
         if d:
             lines.append(
-                f"  simulator  dropped frames {d.get('frames_dropped', '?')} (late {d.get('frames_late', '?')}, skipped "
-                f"{d.get('frames_skipped', '?')}) of {d.get('frames_rendered', '?')} rendered; real-time factor {d.get('real_time_factor', '?')}; "
+                f"  simulator  camera frames: {d.get('frames_rendered', '?')} rendered and published, {d.get('frames_late', '?')} of them "
+                f"behind their wall-clock schedule (delivered late, not lost), {d.get('frames_skipped', '?')} skipped (never rendered); "
+                f"real-time factor {d.get('real_time_factor', '?')}; "
                 f"commands received {d.get('commands_received', '?')}, rejected {d.get('commands_rejected', '?')}"
             )
         else:

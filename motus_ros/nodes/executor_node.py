@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import sys
 import threading
@@ -56,6 +57,7 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from motus_core.rejections import RejectionLog, cause_of
 from motus_core.robot_profile import load_profile
 from motus_core.runtime import metrics
 from motus_core.runtime.executor import ChunkExecutor, ExecutorConfig
@@ -219,6 +221,7 @@ class ExecutorNode(Node):
         self.latencies: deque[float] = deque(maxlen=2000)
         self._last_chunk_log = 0.0
         self._stop = threading.Event()
+        self.rejections = RejectionLog(lambda m: self.get_logger().warning(m))  # bad input, counted per cause
 
     # ------------------------------------------------------------------ inputs
     def now(self) -> float:
@@ -235,7 +238,10 @@ class ExecutorNode(Node):
                 self._joints.update(topic, msg)
             except ConversionError as exc:
                 self._report_once(f"{topic}:{tuple(msg.name)}", f"joint states ignored: {exc}")
+                self.rejections.reject(f"joint state on {topic}: {cause_of(exc)}", str(exc))
                 return
+            if not all(math.isfinite(v) for v in msg.position):
+                self.rejections.reject(f"joint state on {topic}: NaN/inf positions")
             if self._joints.complete:
                 with self.lock:
                     self.core.on_measured_state(self._joints.stamp, self._joints.position)
@@ -249,7 +255,7 @@ class ExecutorNode(Node):
         except ChunkMessageError as exc:
             with self.lock:
                 res = self.core.reject(now, str(exc))
-            self.get_logger().warn(f"Rejected chunk {msg.chunk_id}: {res.reason}")
+            self.rejections.reject(f"chunk: {cause_of(res.reason)}", f"chunk {msg.chunk_id}: {res.reason}")
             return
         with self.lock:
             res = self.core.on_chunk(chunk, now)
@@ -260,7 +266,7 @@ class ExecutorNode(Node):
                 self.started_at = now
                 self.get_logger().info(f"First chunk: the policy takes over (fade-in), measured delay {res.measured_delay} actions")
         else:
-            self.get_logger().warn(f"Rejected chunk {msg.chunk_id} from {msg.model or '?'}: {res.reason}")
+            self.rejections.reject(f"chunk: {cause_of(res.reason)}", f"chunk {msg.chunk_id} from {msg.model or '?'}: {res.reason}")
 
     def _on_policy_status(self, msg: PolicyStatus) -> None:
         if self._policy_alive is None:

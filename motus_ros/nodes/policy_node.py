@@ -52,7 +52,8 @@ from motus_core.preprocessing import model_image_layout
 from motus_core.robot_profile import load_profile
 from motus_core.runtime.inference import TRIGGERS, InferenceConfig, InferenceLoop
 from motus_core.runtime.sync import LazyImage, ObservationSynchronizer, SyncConfig
-from motus_core.images import compressed_to_rgb, raw_to_rgb
+from motus_core.images import compressed_to_rgb, raw_image_problem, raw_to_rgb
+from motus_core.rejections import RejectionLog
 from motus_msgs.msg import ActionChunk as ActionChunkMsg
 from motus_msgs.msg import PolicyStatus, PredictedFuture, StageTiming
 from motus_msgs.srv import SetInstruction
@@ -120,6 +121,7 @@ class PolicyNode(LifecycleNode):
         self.policy = None
         self.sync: ObservationSynchronizer | None = None
         self.loop: InferenceLoop | None = None  # the inference (motus_core.runtime.inference); this node is its transport
+        self.rejections: RejectionLog | None = None
         self._instruction = self.params.instruction
         self._subs = []
         self._pubs = []
@@ -148,7 +150,9 @@ class PolicyNode(LifecycleNode):
             self.get_logger().info(f"Loading policy {p.policy!r} on {p.device} for robot {self.profile.name!r} ...")
             t0 = time.monotonic()
             self.policy = load_policy(p.policy, device=p.device, profile=self.profile, options=self._options())
-            self.sync = ObservationSynchronizer(self.profile, p.sync, on_problem=lambda m: self.get_logger().warning(m))
+            self.rejections = RejectionLog(lambda m: self.get_logger().warning(m), p.sync.reject_log_period, prefix="Policy rejected")
+            self.sync = ObservationSynchronizer(self.profile, p.sync, on_problem=lambda m: self.get_logger().warning(m),
+                                                rejections=self.rejections)
         except Exception as exc:  # noqa: BLE001 - any load failure is a configure failure, reported
             self.get_logger().error(f"configure failed: {exc}")
             self.policy = None
@@ -243,13 +247,24 @@ class PolicyNode(LifecycleNode):
 
         def cb(msg):
             stamp = time_to_sec(msg.header.stamp)
+            size = None
             if isinstance(msg, CompressedImage):
                 fmt, data = msg.format, msg.data
+                if len(data) == 0:  # undecodable payloads are rejected at decode time (inference fails, logged)
+                    sync.streams[role].rejected += 1
+                    self.rejections.reject(f"{role}: empty compressed image")
+                    return
                 lazy = LazyImage(lambda: compressed_to_rgb(data, fmt))
             else:
                 h, w, enc, step, data, be = msg.height, msg.width, msg.encoding, msg.step, msg.data, msg.is_bigendian
+                problem = raw_image_problem(h, w, enc, step, len(data))
+                if problem is not None:  # rejected now, not when a snapshot decodes it (that would fail an inference)
+                    sync.streams[role].rejected += 1
+                    self.rejections.reject(f"{role}: {problem[0]}", problem[1])
+                    return
+                size = (h, w)
                 lazy = LazyImage(lambda: raw_to_rgb(h, w, enc, step, data, be))
-            sync.add_image(role, stamp, lazy)
+            sync.add_image(role, stamp, lazy, now=self.now(), size=size)
 
         return cb
 
@@ -257,7 +272,7 @@ class PolicyNode(LifecycleNode):
         sync = self.sync
 
         def cb(msg: JointState):
-            sync.add_joint_state(topic, time_to_sec(msg.header.stamp), msg.name, msg.position)
+            sync.add_joint_state(topic, time_to_sec(msg.header.stamp), msg.name, msg.position, now=self.now())
 
         return cb
 
@@ -411,6 +426,8 @@ def format_summary(node: PolicyNode) -> str:
             lines.append(f"  stream {d.name}: {d.rate_hz:.1f} Hz, {d.received} received, {d.dropped} missing, {d.rejected} rejected")
         if node.sync.resets:
             lines.append(f"  synchronizer resets (time jumps): {node.sync.resets}")
+    if node.rejections is not None and node.rejections.total:
+        lines.append(f"  rejected input by cause: {node.rejections.summary()}")
     return "\n".join(lines)
 
 

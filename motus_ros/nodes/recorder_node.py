@@ -29,7 +29,8 @@ import motus_ros  # noqa: F401  (DDS environment before rclpy)
 from motus_ros.node_main import run_node  # noqa: E402
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.duration import Duration as RclDuration
+from rclpy.qos import HistoryPolicy, LivelinessPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 
 from motus_core.data.bag_writer import EpisodeRecorder, RecorderError, TopicSpec, make_typestore, profile_snapshot, profile_topics
@@ -68,6 +69,8 @@ class RecorderParams:
     min_free_mb: float = field(default=256.0, metadata={"help": "refuse to start / stop an episode when free disk space falls below this"})
     fsync: bool = field(default=False, metadata={"help": "fsync the bag at every flush (survives power loss, costs I/O)"})
     status_rate_hz: float = field(default=2.0, metadata={"help": "rate of ~/status"})
+    liveliness_lease: float = field(default=1.0, metadata={"help": (
+        "s, DDS liveliness lease offered on ~/status: a client (the demonstrator) learns within it that this process is gone")})
 
 
 class _Meter:
@@ -136,7 +139,9 @@ class RecorderNode(Node):
             self._subscribe(spec, start)
         if p.qos_reliability == "auto":
             self.create_timer(1.0, self._adapt_qos, clock=self._steady)
-        self.status_pub = self.create_publisher(RecorderStatus, "~/status", 10)
+        # liveliness: the DDS layer tells subscribers that ask for it when this process dies (SIGKILL included)
+        self.status_pub = self.create_publisher(RecorderStatus, "~/status", QoSProfile(
+            depth=10, liveliness=LivelinessPolicy.AUTOMATIC, liveliness_lease_duration=RclDuration(seconds=p.liveliness_lease)))
         self.create_service(StartEpisode, "~/start_episode", self._start)
         self.create_service(StopEpisode, "~/stop_episode", self._stop)
         self.create_service(DiscardEpisode, "~/discard_episode", self._discard)

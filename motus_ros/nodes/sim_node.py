@@ -58,6 +58,7 @@ import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
@@ -79,6 +80,7 @@ from motus_core.sim.trajectory import CommandRejected  # noqa: E402
 from motus_msgs.srv import ResetSim  # noqa: E402
 from motus_ros.conversions import camera_info_msg, canonical_to_joint_state, duration_to_sec, image_msg, time_msg, time_to_sec  # noqa: E402
 from motus_ros.params import declare_parameters  # noqa: E402
+from motus_core.rejections import RejectionLog, cause_of  # noqa: E402
 
 LOG_EVERY = 2.0  # s: at most one warning per kind of rejection in this interval
 
@@ -116,6 +118,7 @@ class SimNode(Node):
         self.adapter = self.interp.adapter
         self.counters = SimCounters()
         self._throttle = _Throttle(self.get_logger())
+        self.rejections = RejectionLog(lambda m: self.get_logger().warning(m), LOG_EVERY)  # per cause, counted
         self._lock = threading.Lock()
         self._queue: collections.deque = collections.deque()
         self._wake = threading.Event()
@@ -193,7 +196,7 @@ class SimNode(Node):
         with self._lock:
             self.counters.commands_rejected += 1
             self.counters.rejections[type(exc).__name__] += 1
-        self._throttle.warn(f"reject:{topic}:{str(exc)[:40]}", f"rejected a command on {topic}: {exc}")
+        self.rejections.reject(f"command on {topic}: {cause_of(exc)}", str(exc))
 
     def _clamped(self, topic: str, n: int) -> None:
         if n:
@@ -259,6 +262,13 @@ class SimNode(Node):
         response.task, response.seed = task, seed
         return response
 
+    def _speed_limit(self):
+        """The profile's velocity limits in sim units x ``speed_limit_scale`` (None: off)."""
+        if self.cfg.speed_limit_scale <= 0:
+            return None
+        v = np.asarray(self.profile.velocity_limit, float)
+        return np.abs(self.adapter.to_sim(v) - self.adapter.to_sim(np.zeros_like(v))) * self.cfg.speed_limit_scale
+
     # -- the sim thread --------------------------------------------------------------------------
     def _sim_thread(self) -> None:
         cfg = self.cfg
@@ -266,7 +276,8 @@ class SimNode(Node):
             # The arms start at the ViperX's own rest pose whatever the profile: another robot's home
             # (e.g. Piper's all-zero pose) means something else on this arm (straight out, arms colliding).
             sim = AlohaSim(cfg.task, seed=cfg.seed, timestep=cfg.physics_dt, render_mesh_cell=cfg.render_mesh_cell,
-                           success_hold=cfg.success_hold, offscreen_size=(self.width, self.height))
+                           success_hold=cfg.success_hold, offscreen_size=(self.width, self.height),
+                           speed_limit=self._speed_limit())
             renderer = CameraRenderer(sim.model, self.width, self.height, tuple(self.cameras))
         except BaseException as exc:  # noqa: BLE001 - reported to the constructor
             self._thread_error = exc
@@ -392,13 +403,13 @@ class SimNode(Node):
                 "frames_skipped": c.frames_skipped, "frames_dropped": c.frames_dropped, "time_slips": c.time_slips,
                 "real_time_factor": f"{achieved_rtf:.3f}", "commands_received": c.commands_received,
                 "commands_rejected": c.commands_rejected, "values_clamped": c.values_clamped, "points_skipped": c.points_skipped,
-                "physics_errors": c.physics_errors,
+                "physics_errors": c.physics_errors, "speed_limited_steps": sim.speed_limited_steps,
             }
         status = DiagnosticStatus(
             level=DiagnosticStatus.OK if c.frames_dropped == 0 and c.physics_errors == 0 else DiagnosticStatus.WARN,
             name=f"{self.get_fully_qualified_name()}: simulator", hardware_id=f"mujoco:{self.profile.name}",
             message=f"episode {sim.episode} ({sim.task.name}, seed {sim.seed}), stage {sim.tracker.stage}, "
-                    f"{'success' if sim.success else 'running'}; {c.frames_dropped} dropped frames",
+                    f"{'success' if sim.success else 'running'}; {c.frames_dropped} frames skipped, {c.frames_late} published late",
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
         )
         msg = DiagnosticArray()

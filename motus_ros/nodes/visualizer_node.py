@@ -37,6 +37,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from visualization_msgs.msg import MarkerArray
 
 from motus_core.preprocessing import Rect
+from motus_core.rejections import RejectionLog
 from motus_core.robot_profile import load_profile
 from motus_core.viz.compare import FrameMatcher
 from motus_core.viz.config import VisualizerConfig
@@ -67,7 +68,8 @@ class VisualizerNode(Node):
         self.counts: Counter[str] = Counter()
         self._last_summary = time.monotonic()
         self._summarized: tuple = ()
-        self._last_reject_log: dict[str, float] = {}
+        self.rejections = RejectionLog(lambda m: self.get_logger().warning(m), REJECT_LOG_PERIOD)
+        self._size_warned: set = set()
         prefix = "/" + cfg.output_prefix.strip("/")
 
         # forward kinematics: without a URDF the images still work, the markers do not
@@ -117,12 +119,8 @@ class VisualizerNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _reject(self, what: str, exc: Exception) -> None:
-        key = f"{what}_rejected"
-        self.counts[key] += 1
-        now = time.monotonic()
-        if now - self._last_reject_log.get(what, -1e9) >= REJECT_LOG_PERIOD:  # throttled per kind of input
-            self._last_reject_log[what] = now
-            self.get_logger().warning(f"Rejected {what.replace('_', ' ')}: {exc} ({self.counts[key]} so far)")
+        self.counts[f"{what}_rejected"] += 1
+        self.rejections.reject(what.replace("_", " "), str(exc))  # first at once, then rate-limited
 
     def _guard(self, what: str, fn, *args) -> None:
         """Run a callback body; malformed input (or any bug it triggers) is logged and counted."""
@@ -141,6 +139,10 @@ class VisualizerNode(Node):
         img = image_msg_to_rgb(msg)
         self.counts["live_frames"] += 1
         self._live_hw[role] = img.shape[:2]
+        cam = self.profile.cameras.get(role)
+        if cam is not None and img.shape[:2] != (cam.height, cam.width) and (role, img.shape[:2]) not in self._size_warned:
+            self._size_warned.add((role, img.shape[:2]))  # shown anyway (scaled in the sheets); said once
+            self.get_logger().warning(f"{role}: {img.shape[1]}x{img.shape[0]} frames where the profile says {cam.width}x{cam.height}")
         self.matcher.add_live(role, time_to_sec(msg.header.stamp), img)
 
     def _on_joint_state(self, topic: str, msg: JointState) -> None:
