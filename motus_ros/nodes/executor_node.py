@@ -48,7 +48,7 @@ import motus_ros  # noqa: F401  (DDS environment before rclpy)
 from motus_ros.node_main import run_node  # noqa: E402
 import numpy as np
 from rclpy.duration import Duration
-from rclpy.event_handler import SubscriptionEventCallbacks
+from motus_ros.compat import SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, LivelinessPolicy, QoSProfile, ReliabilityPolicy
