@@ -99,6 +99,7 @@ class RobotProfile:
     ee_links: Mapping[str, str]  # "left"/"right" -> URDF link of the end effector
     source_path: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    urdf_joints: Mapping[str, str] = field(default_factory=dict)  # canonical name -> URDF joint name (see urdf_joint_names)
 
     @property
     def dof(self) -> int:
@@ -109,6 +110,23 @@ class RobotProfile:
             return self.joint_names.index(canonical_name)
         except ValueError:
             raise ProfileError(f"profile {self.name!r} has no joint {canonical_name!r}") from None
+
+    @property
+    def urdf_joint_names(self) -> dict[str, str]:
+        """Canonical joint name -> the robot URDF's joint name (robot_state_publisher, forward kinematics).
+
+        ``urdf_joints`` in the profile when given; else the state topics' message names when they are
+        unique (one JointState for the whole robot, as the simulator publishes), else the canonical names:
+        per-arm drivers name both arms ``joint1..`` and those names cannot identify a URDF joint."""
+        if self.urdf_joints:
+            return {c: self.urdf_joints.get(c, c) for c in self.joint_names}
+        out: dict[str, str] = {}
+        for src in self.state_sources:
+            for msg_name, canon in src.names.items():
+                out[canon] = msg_name
+        if len(set(out.values())) != len(out):
+            return {c: c for c in self.joint_names}
+        return {c: out.get(c, c) for c in self.joint_names}
 
     def camera(self, role: str) -> CameraSpec:
         if role not in self.cameras:
@@ -220,6 +238,7 @@ def load_profile(name_or_path: str | Path) -> RobotProfile:
             ee_links=dict(raw.get("frames", {}).get("end_effectors", {})),
             source_path=str(path),
             extra=dict(raw.get("extra") or {}),
+            urdf_joints=dict(raw.get("urdf_joints") or {}),
         )
     except KeyError as exc:
         raise ProfileError(f"profile {name!r} ({path}) is missing field {exc.args[0]!r}") from None
@@ -231,6 +250,11 @@ def load_profile(name_or_path: str | Path) -> RobotProfile:
             raise ProfileError(f"profile {name!r}: gripper index {i} out of range")
     if not profile.state_sources:
         raise ProfileError(f"profile {name!r}: no state topics")
+    unknown = [c for c in profile.urdf_joints if c not in canonical]
+    urdf_names = list(profile.urdf_joint_names.values())
+    if unknown or len(set(urdf_names)) != len(urdf_names):
+        raise ProfileError(f"profile {name!r}: urdf_joints must map canonical joints to distinct URDF names "
+                           f"(unknown: {unknown}, duplicated: {sorted({n for n in urdf_names if urdf_names.count(n) > 1})})")
     return profile
 
 
