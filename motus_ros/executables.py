@@ -9,6 +9,7 @@ EXECUTABLES = {
     # hardware
     "sim_node": "motus_ros.nodes.sim_node:main",
     "demonstrator": "motus_ros.nodes.demonstrator_node:main",
+    "piper_enable": "motus_ros.nodes.piper_enable:main",
     # closed loop
     "policy_node": "motus_ros.nodes.policy_node:main",
     "executor_node": "motus_ros.nodes.executor_node:main",
