@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 CAMERA_ROLES = ("high", "left_wrist", "right_wrist")
+CAMERA_DRIVERS = ("", "realsense")
 JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
 SUPPORTED_STATE_TYPES = (JOINT_STATE_TYPE,)
 COMMAND_INTERFACES = ("joint_trajectory", "joint_state")
@@ -98,6 +99,11 @@ class CameraSpec:
     encoding: str = "rgb8"
     compressed: bool = False
     frame_id: str = ""
+    fps: float = 30.0
+    # who publishes it on a real robot: "realsense" (the robot graphs start realsense2_camera, or the
+    # pyrealsense2 node where that is not installed, for the device ``serial``) or "" (your own driver)
+    driver: str = ""
+    serial: str = ""
 
 
 @dataclass(frozen=True)
@@ -291,7 +297,12 @@ def load_profile(name_or_path: str | Path) -> RobotProfile:
                 encoding=cam.get("encoding", "rgb8"),
                 compressed=bool(cam.get("compressed", False)),
                 frame_id=cam.get("frame_id", f"cam_{role}"),
+                fps=float(cam.get("fps", 30.0)),
+                driver=str(cam.get("driver", "")),
+                serial=str(cam.get("serial", "") or ""),
             )
+            if cameras[role].driver not in CAMERA_DRIVERS:
+                raise ProfileError(f"profile {name!r}: camera {role} driver must be one of {CAMERA_DRIVERS}")
         commands = []
         for item in raw.get("commands") or []:
             if item["interface"] not in COMMAND_INTERFACES:
