@@ -15,6 +15,11 @@ from launch_ros.actions import Node
 
 from motus_ros.graph import ARGUMENTS, describe_graph, describe_launch_only, resolve_arguments
 
+# s between the SIGINT launch sends on shutdown and its SIGTERM (launch's default is 5 s): a node that
+# summarises, closes its files and releases a model can take longer on a loaded machine, and SIGTERM
+# would cut that short ("process has died ... exit code -15").
+SIGTERM_TIMEOUT = "30"
+
 
 def _resolve_parameters(parameters, config_dir):
     out = []
@@ -39,6 +44,7 @@ def _graph(context, *_, **__):
             arguments=list(spec.arguments),
             additional_env=dict(spec.env),
             output="screen",
+            sigterm_timeout=SIGTERM_TIMEOUT,
         )
         actions.append(node)
         if spec.required:

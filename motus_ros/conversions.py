@@ -9,7 +9,8 @@ written here once:
 * camera intrinsics -> ``sensor_msgs/CameraInfo``;
 * joint states: ``sensor_msgs/JointState`` <-> the robot profile's canonical joint vector through a
   profile :class:`~motus_core.robot_profile.JointSource` (a topic and its message-name ->
-  canonical-name map); extra names in a message are ignored, missing ones are reported;
+  canonical-name map), by name: a missing name or one the profile does not know is an error (never a
+  silent 0 rad), names listed in the source's ``ignore_names`` are skipped;
 * time: ``builtin_interfaces/Time`` / ``Duration`` <-> float seconds (integer nanoseconds inside,
   so a round trip is exact to the nanosecond); the header stamp of a serialized message without
   deserializing it (:func:`header_stamp_from_cdr`).
@@ -131,8 +132,9 @@ class JointValues:
 def joint_state_to_canonical(msg: JointState, source: JointSource, joint_names: Sequence[str]) -> JointValues:
     """The canonical joints ``source`` provides, read from ``msg`` by name.
 
-    Extra names are ignored; a joint of ``source`` missing from the message, duplicated names or
-    array lengths that do not match the names raise :class:`ConversionError`."""
+    A joint of ``source`` missing from the message, a name that is neither the source's nor in its
+    ``ignore`` set, duplicated names, or array lengths that do not match the names raise
+    :class:`ConversionError`."""
     names = list(msg.name)
     n = len(names)
     if len(msg.position) != n:
@@ -144,7 +146,11 @@ def joint_state_to_canonical(msg: JointState, source: JointSource, joint_names: 
         where[name] = i
     missing = [m for m in source.names if m not in where]
     if missing:
-        raise ConversionError(f"{source.topic}: joints {missing} missing from the message")
+        raise ConversionError(f"{source.topic}: joints {missing} missing from the message (has {names})")
+    unknown = [m for m in names if m not in source.names and m not in source.ignore]
+    if unknown:
+        raise ConversionError(f"{source.topic}: unknown joint names {unknown} (expected {list(source.names)}; list names to "
+                              f"skip in the profile's ignore_names)")
     index = {c: i for i, c in enumerate(joint_names)}
     rows = np.array([where[m] for m in source.names], dtype=int)
     idx = np.array([index[c] for c in source.names.values()], dtype=int)

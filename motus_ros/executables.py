@@ -9,6 +9,9 @@ EXECUTABLES = {
     # hardware
     "sim_node": "motus_ros.nodes.sim_node:main",
     "demonstrator": "motus_ros.nodes.demonstrator_node:main",
+    "piper_enable": "motus_ros.nodes.piper_enable:main",
+    "arx_bridge_node": "motus_ros.nodes.arx_bridge_node:main",
+    "realsense_node": "motus_ros.nodes.realsense_node:main",
     # closed loop
     "policy_node": "motus_ros.nodes.policy_node:main",
     "executor_node": "motus_ros.nodes.executor_node:main",

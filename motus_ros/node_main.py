@@ -7,12 +7,18 @@
   rclpy's signal handler shuts the context down from another thread, so the error can surface a
   moment before ``rclpy.ok()`` turns false: wait up to ``SHUTDOWN_GRACE`` s for it before deciding.
 * ``on_exit(node)`` runs before the node is destroyed (summaries, closing files), also after errors.
+  Further SIGINTs are ignored while it and the clean-up run: Ctrl-C under ``ros2 launch`` reaches every
+  node twice (the terminal signals the whole process group, then launch forwards SIGINT), and a second
+  KeyboardInterrupt inside the clean-up would print a traceback and end the process by the signal
+  (launch: "process has died ... exit code -2").
 * A node that cannot be built from its parameters (``ValueError``/``SystemExit`` in its constructor)
   prints why and exits with 2 instead of a traceback.
 """
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from typing import Callable, TypeVar
 
@@ -41,6 +47,26 @@ def log_summary(node, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def _ignore_sigint() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _interrupt_once() -> None:
+    """SIGINT raises KeyboardInterrupt the first time only (installed before rclpy, whose own handler
+    shuts the context down and then chains to this one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    seen = []
+
+    def handler(signum, frame):
+        seen.append(signum)
+        if len(seen) == 1:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+
+
 def _default_spin(node) -> int:
     rclpy.spin(node)
     return 0
@@ -48,6 +74,7 @@ def _default_spin(node) -> int:
 
 def run_node(make_node: Callable[[], N], args=None, *, spin: Callable[[N], int | None] | None = None,
              on_exit: Callable[[N], None] | None = None, interrupted_code: int = 0) -> int:
+    _interrupt_once()
     rclpy.init(args=args)
     node = None
     code = 0
@@ -69,6 +96,7 @@ def run_node(make_node: Callable[[], N], args=None, *, spin: Callable[[N], int |
             raise
         code = interrupted_code  # Ctrl-C tore the context down while a message was being taken
     finally:
+        _ignore_sigint()
         if node is not None:
             try:
                 if on_exit is not None:

@@ -1,15 +1,17 @@
 """The node graph is described once: the launch files and `motus-launch` start the same nodes.
 
-launch / launch_ros are not installable here (not on PyPI), so the launch file is executed against a
-minimal recording implementation of the launch API (``_LaunchRecorder``): it records the Node actions
-the launch file creates, which must equal what the pip-only launcher starts.
+The launch file runs on the real launch / launch_ros (built from the upstream sources by
+tools/build_ros2_upstream.sh): its OpaqueFunction is executed in a real ``LaunchContext`` and the
+launch_ros ``Node`` actions it creates (names, executables, parameter files and values, remappings,
+the shutdown handlers of required nodes) must equal what the pip-only launcher starts. The launch
+files under ``ros2 launch`` as processes: test_launch_real.py.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import runpy
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -19,56 +21,6 @@ from motus_ros.executables import EXECUTABLES
 from motus_ros.launcher import command_line
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class _Action:
-    def __init__(self, *args, **kwargs):
-        self.args, self.kwargs = args, kwargs
-
-
-class _LaunchConfiguration:
-    def __init__(self, name):
-        self.name = name
-
-    def perform(self, context):
-        return context.values[self.name]
-
-
-def _launch_stubs(recorded):
-    launch = types.ModuleType("launch")
-    launch.LaunchDescription = lambda entities: list(entities)
-    actions = types.ModuleType("launch.actions")
-    for name in ("DeclareLaunchArgument", "EmitEvent", "RegisterEventHandler", "IncludeLaunchDescription"):
-        setattr(actions, name, type(name, (_Action,), {}))
-
-    class OpaqueFunction(_Action):
-        def __init__(self, function):
-            super().__init__(function=function)
-            self.function = function
-
-    actions.OpaqueFunction = OpaqueFunction
-    handlers = types.ModuleType("launch.event_handlers")
-    handlers.OnProcessExit = type("OnProcessExit", (_Action,), {})
-    events = types.ModuleType("launch.events")
-    events.Shutdown = type("Shutdown", (_Action,), {})
-    subs = types.ModuleType("launch.substitutions")
-    subs.LaunchConfiguration = _LaunchConfiguration
-    sources = types.ModuleType("launch.launch_description_sources")
-    sources.PythonLaunchDescriptionSource = type("PythonLaunchDescriptionSource", (_Action,), {})
-    launch_ros = types.ModuleType("launch_ros")
-    ros_actions = types.ModuleType("launch_ros.actions")
-
-    class Node(_Action):
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
-            recorded.append(kwargs)
-
-    ros_actions.Node = Node
-    return {
-        "launch": launch, "launch.actions": actions, "launch.event_handlers": handlers, "launch.events": events,
-        "launch.substitutions": subs, "launch.launch_description_sources": sources,
-        "launch_ros": launch_ros, "launch_ros.actions": ros_actions,
-    }
 
 
 @pytest.fixture
@@ -82,37 +34,79 @@ def ament_prefix(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _run_launch_file(values, monkeypatch):
-    recorded = []
-    for name, mod in _launch_stubs(recorded).items():
-        monkeypatch.setitem(sys.modules, name, mod)
+needs_launch = pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
+                                  reason="launch / launch_ros are not built (tools/build_ros2_upstream.sh, part of make setup)")
+
+
+def _run_launch_file(values):
+    """Execute motus.launch.py's OpaqueFunction in a real LaunchContext: the launch_ros Nodes it creates,
+    the declared arguments, and the nodes whose exit shuts the launch down."""
+    import yaml
+    from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
+    from launch_ros.actions import Node
+
     ld = runpy.run_path(str(ROOT / "launch" / "motus.launch.py"))["generate_launch_description"]()
-    declared = {a.args[0]: a.kwargs["default_value"] for a in ld if type(a).__name__ == "DeclareLaunchArgument"}
-    context = types.SimpleNamespace(values={**declared, **values})
-    (opaque,) = [a for a in ld if type(a).__name__ == "OpaqueFunction"]
-    actions = opaque.function(context)
-    shutdown_on = [a.args[0].kwargs["target_action"].kwargs["name"] for a in actions if type(a).__name__ == "RegisterEventHandler"]
-    return recorded, declared, shutdown_on
+    declared = {a.name: a.default_value for a in ld.entities if isinstance(a, DeclareLaunchArgument)}
+    context = LaunchContext()
+    for a in ld.entities:
+        if isinstance(a, DeclareLaunchArgument):
+            context.launch_configurations[a.name] = "".join(s.perform(context) for s in a.default_value)
+    context.launch_configurations.update(values)
+    (opaque,) = [a for a in ld.entities if isinstance(a, OpaqueFunction)]
+    actions = opaque.execute(context)
+    nodes = []
+    for a in actions:
+        if isinstance(a, Node):
+            a._perform_substitutions(context)
+            params = []
+            for arg, is_file in a._Node__expanded_parameter_arguments or []:
+                assert is_file
+                if os.path.basename(arg).startswith("launch_params_"):  # a dict, written by launch_ros
+                    (content,) = yaml.safe_load(Path(arg).read_text()).values()
+                    params.append(content["ros__parameters"])
+                else:
+                    params.append(arg)
+            nodes.append({"package": a.node_package, "executable": a.node_executable, "name": a.node_name.rsplit("/", 1)[-1],
+                          "parameters": params, "remappings": [tuple(r) for r in (a._Node__expanded_remappings or [])]})
+    by_id = {id(a): a for a in actions if isinstance(a, Node)}
+    shutdown_on = [by_id[id(h.event_handler._OnActionEventBase__action_matcher)].node_name.rsplit("/", 1)[-1]
+                   for h in actions if isinstance(h, RegisterEventHandler)]
+    return nodes, declared, shutdown_on
 
 
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@needs_launch
 @pytest.mark.parametrize("values", [
     {"graph": "demo", "episodes": "2"},
     {"graph": "policy", "strategy": "sync"},
     {"graph": "record"},
     {"graph": "viz", "hardware": "none", "robot": "aloha_agilex_2"},
+    {"graph": "policy", "hardware": "none", "robot": "ac_one"},
     {"graph": "sim", "image_width": "640", "image_height": "480"},
 ])
-def test_launch_file_and_launcher_start_the_same_nodes(values, ament_prefix, monkeypatch, tmp_path):
-    recorded, declared, shutdown_on = _run_launch_file(values, monkeypatch)
+def test_launch_file_and_launcher_start_the_same_nodes(values, ament_prefix, tmp_path):
+    launched, declared, shutdown_on = _run_launch_file(values)
     assert set(declared) == {a.name for a in graph_mod.ARGUMENTS}, "launch arguments differ from the graph's"
     specs = graph_mod.describe_graph(values)
-    launched = [n for n in recorded if n["package"] == "motus_ros"]
+    launched = [n for n in launched if n["package"] == "motus_ros"]
     assert [(n["name"], n["executable"]) for n in launched] == [(s.name, s.executable) for s in specs]
     config = ROOT / "config"
     for node, spec in zip(launched, specs):
-        expected_params = [p if isinstance(p, dict) else os.path.join(str(ament_prefix / "share" / "motus_ros" / "config"), p) for p in spec.parameters]
-        assert node["parameters"] == expected_params
-        assert node["remappings"] == spec.remappings
+        expected = [_flatten(p) if isinstance(p, dict) else os.path.join(str(ament_prefix / "share" / "motus_ros" / "config"), p)
+                    for p in spec.parameters]
+        got = [_flatten(p) if isinstance(p, dict) else p for p in node["parameters"]]
+        assert got == expected
+        assert node["remappings"] == [tuple(r) for r in spec.remappings]
         assert node["executable"] in EXECUTABLES
         # the launcher's command line uses the same parameter files and remappings
         cmd = command_line(spec, tmp_path)

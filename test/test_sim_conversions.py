@@ -83,7 +83,15 @@ def test_camera_info():
 
 
 def test_joint_states_of_a_two_topic_profile():
+    import dataclasses
+
     agx = load_profile("aloha_agilex_2")
+    # a name the profile does not know is an error unless the source lists it in ignore_names
+    asm0 = JointVectorAssembler(agx)
+    src0 = agx.state_sources[0]
+    with pytest.raises(ConversionError, match="unknown joint names"):
+        asm0.update(src0.topic, canonical_to_joint_state(src0, agx.joint_names, np.zeros(14), 1.0, extra={"aux": 9.0}))
+    agx = dataclasses.replace(agx, state_sources=tuple(dataclasses.replace(s, ignore=frozenset({"aux"})) for s in agx.state_sources))
     q = np.arange(14, dtype=float) / 10.0
     asm = JointVectorAssembler(agx)
     for i, src in enumerate(agx.state_sources):

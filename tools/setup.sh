@@ -24,6 +24,16 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1'; then
   fi
 fi
 
+# pyrealsense2 (the camera node without realsense2_camera) links libusb-1.0.
+if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing libusb-1.0 for pyrealsense2"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0
+  else
+    echo "warning: libusb-1.0 not found; install libusb-1.0-0 for the RealSense camera node (pyrealsense2)" >&2
+  fi
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
   "$PYTHON" -m venv "$VENV"
@@ -50,6 +60,9 @@ cmake -S motus_msgs -B build/motus_msgs -DCMAKE_INSTALL_PREFIX="$VENV" -DCMAKE_P
   || { cat build/motus_msgs.configure.log; exit 1; }
 cmake --build build/motus_msgs -j"$(nproc)" >build/motus_msgs.build.log 2>&1 || { tail -50 build/motus_msgs.build.log; exit 1; }
 cmake --install build/motus_msgs >/dev/null
+
+log "building the upstream launch / launch_ros / ros2cli / control_msgs into the venv (tools/build_ros2_upstream.sh)"
+VENV="$VENV" tools/build_ros2_upstream.sh "$VENV"
 
 log "installing motus_ros + motus_core (editable)"
 "${PIP[@]}" install --no-deps --no-build-isolation -e . 2>&1 | grep -v "is ignored" || true

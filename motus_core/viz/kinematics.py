@@ -158,18 +158,9 @@ class ChainFK:
 
 
 def urdf_joint_names_for_profile(profile) -> dict[str, str]:
-    """Canonical joint name -> URDF joint name.
-
-    The URDF of a robot names its joints as the robot's ``JointState`` does, so the names come from
-    the profile's state topics (message name -> canonical name), inverted.
-    """
-    out = {}
-    for src in profile.state_sources:
-        for msg_name, canon in src.names.items():
-            out[canon] = msg_name
-    for canon in profile.joint_names:
-        out.setdefault(canon, canon)
-    return out
+    """Canonical joint name -> URDF joint name (``RobotProfile.urdf_joint_names``: distinct for both arms
+    even when per-arm drivers name their joints alike)."""
+    return profile.urdf_joint_names
 
 
 def chain_fk_for_profile(profile, urdf_path: str | Path | None = None) -> ChainFK:

@@ -56,6 +56,7 @@ def describe_launch_only(values: dict[str, str] | None = None) -> list[NodeSpec]
     start, where those packages are installed; ``motus-launch`` (pip-only) names and skips them."""
     args = resolve_arguments(values)
     nodes = viz.launch_only_nodes(args, visualizer=_visualizer_on(args))
+    nodes += hardware.realsense2_camera_nodes(args)
     for n in nodes:
         n.parameters.insert(0, {"use_sim_time": as_bool(args["use_sim_time"])})
     return nodes
@@ -69,6 +70,7 @@ def describe_graph(values: dict[str, str] | None = None) -> list[NodeSpec]:
     nodes: list[NodeSpec] = []
     if args["hardware"] == "sim":
         nodes += hardware.sim_nodes(args)
+    nodes += hardware.driver_nodes(args) + hardware.camera_nodes(args)
     if graph == "demo":
         nodes += hardware.demonstrator_nodes(args, required=True)
     elif graph == "policy":

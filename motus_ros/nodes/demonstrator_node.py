@@ -414,7 +414,9 @@ def main(args=None) -> int:
             rclpy.spin_once(node, timeout_sec=0.1)
         return node.exit_code
 
-    return run_node(DemonstratorNode, args, spin=spin, interrupted_code=130)
+    # Ctrl-C ends it like every node, exit code 0 (ros2 launch reports any other code as "process has died";
+    # motus-launch reports the interruption itself with 130)
+    return run_node(DemonstratorNode, args, spin=spin)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ layer; see docs/runtime.md). Everything robot-specific comes from the robot prof
   time of the first point on the robot's clock, ``time_from_start`` relative to it, and a tail that
   decelerates to rest (the last point has zero velocity: accepted by a default JTC, and a controller
   left alone by a dead executor comes to a stop). Set ``interpolate_from_desired_state`` on the JTC.
-  ``joint_state``: ``sensor_msgs/JointState`` position commands at the command rate, one message
+  ``joint_state``: ``sensor_msgs/JointState`` position commands at the command rate (or the target's
+  ``rate_hz``, step-bounded by its ``max_step``: motus_ros/command_output.py), one message
   per target (e.g. per arm for AgileX drivers), all joints named (Piper zeroes missing names) and no
   velocities unless ``joint_state_velocity`` (Piper reads ``velocity[6]`` as a speed percentage).
   ``follow_joint_trajectory``: ``control_msgs/FollowJointTrajectory`` goals with the same points,
@@ -49,13 +50,12 @@ import motus_ros  # noqa: F401  (DDS environment before rclpy)
 from motus_ros.node_main import run_node  # noqa: E402
 import numpy as np
 from rclpy.duration import Duration
-from rclpy.event_handler import SubscriptionEventCallbacks
+from motus_ros.compat import SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, LivelinessPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import LivelinessPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
-from trajectory_msgs.msg import JointTrajectory
 
 from motus_core.rejections import RejectionLog, cause_of
 from motus_core.robot_profile import load_profile
@@ -67,7 +67,8 @@ from motus_msgs.msg import ExecutorStatus, PolicyStatus
 from motus_ros.params import declare_parameters
 from motus_ros.run_task import RunTaskServer
 from motus_ros.conversions import ConversionError, JointVectorAssembler
-from motus_ros.runtime_msgs import ChunkMessageError, command_targets, joint_state_command, msg_to_chunk, plan_to_msg, trajectory_msg
+from motus_ros.command_output import CommandOutput
+from motus_ros.runtime_msgs import ChunkMessageError, msg_to_chunk, plan_to_msg
 
 INTERFACES = ("auto", "joint_trajectory", "joint_state", "follow_joint_trajectory")
 
@@ -95,56 +96,6 @@ class ExecutorNodeParams(ExecutorConfig):
     success_topic: str = field(default="/sim/success", metadata={"help": "RunTask: std_msgs/Bool task success of the robot ('' = none)"})
     realtime_priority: int = field(default=0, metadata={"help": "SCHED_FIFO priority of the command loop thread (1-99; 0 = normal scheduling; needs CAP_SYS_NICE / rtprio)"})
     gil_switch_interval: float = field(default=0.0005, metadata={"help": "s, Python's thread switch interval in this process (default 5 ms delays the command loop behind other threads)"})
-
-
-class CommandOutput:
-    """One kind of command message to the robot (per-target publishers)."""
-
-    def __init__(self, node: "ExecutorNode", interface: str):
-        self.node = node
-        self.interface = interface
-        profile = node.profile
-        kind = "joint_trajectory" if interface == "follow_joint_trajectory" else interface
-        self.targets = command_targets(profile, kind)
-        if not self.targets:
-            raise ValueError(f"robot profile {profile.name!r} has no {kind} command target")
-        self.pubs = []
-        self.clients = []
-        if interface == "follow_joint_trajectory":
-            try:
-                from control_msgs.action import FollowJointTrajectory
-            except ImportError as exc:
-                raise ValueError(
-                    "command_interface follow_joint_trajectory needs control_msgs (ros-<distro>-control-msgs), which is "
-                    "not installed here (it is not on PyPI); use joint_trajectory (topic) instead") from exc
-            from rclpy.action import ActionClient
-
-            self._goal_type = FollowJointTrajectory
-            for topic, _, _ in self.targets:
-                action = topic.rsplit("/", 1)[0] + "/follow_joint_trajectory"
-                self.clients.append(ActionClient(node, FollowJointTrajectory, action))
-        else:
-            msg_type = JointTrajectory if interface == "joint_trajectory" else JointState
-            qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-            self.pubs = [node.create_publisher(msg_type, topic, qos) for topic, _, _ in self.targets]
-
-    def publish(self, cmd, preview) -> None:
-        if self.interface == "joint_state":
-            v = cmd.velocity if self.node.params.joint_state_velocity else None
-            for pub, (_, idx, names) in zip(self.pubs, self.targets):
-                pub.publish(joint_state_command(cmd.stamp, cmd.position, v, idx, names))
-            return
-        if preview is None:
-            return
-        times, P, V, A = preview
-        for i, (_, idx, names) in enumerate(self.targets):
-            msg = trajectory_msg(cmd.stamp, times, P, V, A, idx, names)
-            if self.interface == "joint_trajectory":
-                self.pubs[i].publish(msg)
-            else:
-                goal = self._goal_type.Goal()
-                goal.trajectory = msg
-                self.clients[i].send_goal_async(goal)
 
 
 class ExecutorNode(Node):

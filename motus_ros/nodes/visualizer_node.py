@@ -81,6 +81,7 @@ class VisualizerNode(Node):
         except KinematicsError as exc:
             self.get_logger().warning(f"No trajectory markers or ghost for robot {self.profile.name!r}: {exc}")
         self._urdf_names = urdf_joint_names_for_profile(self.profile)
+        self._state_names = {src.topic: dict(src.names) for src in self.profile.state_sources}  # topic -> {msg name: canonical}
 
         roles = list(self.profile.cameras)
         self.matcher = FrameMatcher(roles, tolerance=cfg.match_tolerance, horizon=cfg.live_history, max_wait=cfg.max_wait)
@@ -249,8 +250,12 @@ class VisualizerNode(Node):
         msg = JointState()
         msg.header.stamp = self.get_clock().now().to_msg()
         names, positions = [], []
-        for live in self._joint_states.values():  # same joints as the robot publishes (extra ones keep their value)
+        # the joints the robot publishes besides the profile's (e.g. finger joints) keep their live value; the
+        # profile's joints are renamed message name -> URDF name per topic (per-arm drivers name both arms alike)
+        for topic, live in self._joint_states.items():
+            mapped = self._state_names.get(topic, {})
             for n, p in zip(live.name, live.position):
+                n = self._urdf_names[mapped[n]] if n in mapped else n
                 if n not in names:
                     names.append(n)
                     positions.append(value.get(n, float(p)))
