@@ -32,7 +32,8 @@ from enum import IntEnum
 import numpy as np
 
 from motus_core.policy.base import ActionChunk
-from motus_core.runtime.safety import ChunkValidator, CommandGuard, EStopLatch, JointLimits
+from motus_core.runtime.motion import PoseMove
+from motus_core.runtime.safety import ChunkValidator, CommandGuard, EStopLatch, JointLimits, SafetyMonitorConfig
 from motus_core.runtime.strategies import STRATEGIES, ChunkPlan, DelayTracker, make_strategy
 from motus_core.runtime.trajectory import (
     HoldTrajectory,
@@ -42,6 +43,7 @@ from motus_core.runtime.trajectory import (
     blend_duration,
     stop_profile_duration,
 )
+from motus_core.runtime.tracking import TrackingMonitor, tracking_tolerances
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +57,8 @@ class ExecState(IntEnum):
 
 
 @dataclass
-class ExecutorConfig:
-    """Chunk executor parameters (the executor node declares them as ROS parameters)."""
+class ExecutorConfig(SafetyMonitorConfig):
+    """Chunk executor parameters (the executor node declares them as ROS parameters); the safety monitors' are inherited."""
 
     strategy: str = field(default="rtc", metadata={"help": "chunk stitching: sync | temporal_ensemble | rtc"})
     execution_horizon: int = field(default=16, metadata={"help": "rtc: actions executed per chunk (s); a new chunk is requested every s executed actions"})
@@ -133,6 +135,7 @@ class ChunkResult:
 class ChunkExecutor:
     def __init__(self, config: ExecutorConfig, limits: JointLimits):
         config.validate()
+        config.validate_safety()
         self.cfg = config
         self.limits = limits
         self.dof = limits.dof
@@ -180,6 +183,82 @@ class ChunkExecutor:
         # without the new chunk, for the boundary metrics (bounded: the node keeps the recent ones)
         self.switches: deque[tuple[float, object, float]] = deque(maxlen=300)
         self.rejections: deque[str] = deque(maxlen=20)
+        # ---- safety monitors (docs/runtime.md "Safety"): state freshness, tracking, resync, moves, liveliness
+        self.enabled_once = True  # the node clears it on real hardware: nothing is published before the first enable
+        self.starved = False  # the watchdog holds the robot: no fresh chunk before the committed actions ran out
+        self.policy_lost_stops = 0
+        self.resyncs = 0  # a fade-in / resume restarted the command at the measured pose
+        self.move: PoseMove | None = None  # ~/move_to_pose in progress
+        self.configure_monitors(())
+
+    # ------------------------------------------------------------------ safety monitors
+    def configure_monitors(self, gripper_indices, tracking_overrides=None) -> None:
+        """Per-joint tolerances of the tracking monitor and the resync (grippers: fractions of their range)."""
+        lim, cfg = self.limits, self.cfg
+        tol = tracking_tolerances(lim.names, lim.lower, lim.upper, gripper_indices, cfg.tracking_tolerance,
+                                  cfg.tracking_gripper_fraction, tracking_overrides)
+        self.tracking = TrackingMonitor(lim.names, tol, cfg.tracking_grace, cfg.tracking_lag)
+        self._resync_tol = np.full(self.dof, cfg.resync_tolerance)
+        for g in gripper_indices:
+            self._resync_tol[g] = cfg.resync_tolerance * float(lim.upper[g] - lim.lower[g])
+
+    def state_age(self, now: float) -> float:
+        return math.inf if self.measured_stamp is None else now - self.measured_stamp
+
+    def _state_fresh(self, now: float) -> bool:
+        return self.state_age(now) <= self.cfg.state_timeout
+
+    def _moving(self) -> bool:
+        return self.state in (ExecState.FADE_IN, ExecState.RUNNING) or self.move is not None
+
+    def _resync_at_rest(self, now: float) -> bool:
+        """Before a fade-in or resume from rest: restart the command at the measured pose when the robot is not
+        where the hold command is (moved by hand, sagged after a hardware stop, teach mode), so that the
+        policy takes over from where the robot really is instead of yanking it back. True when it did."""
+        if self.state not in (ExecState.IDLE, ExecState.HOLDING) or self.measured is None or self.traj is None:
+            return False
+        if (self.stop is not None and now < self.stop.end_time) or self.move is not None:
+            return False  # still decelerating / moving: the robot follows the command
+        p_cmd = self.traj.evaluate(now)[0]
+        dev = np.abs(self.measured - p_cmd)
+        if np.all(dev <= self._resync_tol):
+            return False
+        j = int(np.argmax(dev / np.maximum(self._resync_tol, 1e-12)))
+        log.warning("the measured pose is %.3f from the hold command at joint %s: restarting from the measured pose", dev[j], self.limits.names[j])
+        self.resyncs += 1
+        self._hold_here(now)
+        return True
+
+    def move_to(self, now: float, target: np.ndarray, label: str, velocity_scale: float = 0.0) -> tuple[bool, str, float]:
+        """~/move_to_pose: leave the policy and move to ``target`` (jerk-limited, ruckig); chunks wait until it ends."""
+        if self.estop_latch.active:
+            return False, "e-stop latched: call reset_estop first", 0.0
+        if not self.enabled:
+            return False, "the executor is disabled: enable it first (~/enable)", 0.0
+        if self.traj is None or not self._state_fresh(now):
+            return False, f"no joint state fresher than state_timeout ({self.cfg.state_timeout} s): not moving", 0.0
+        scale = float(velocity_scale) if velocity_scale > 0 else self.cfg.move_velocity_scale
+        if not (0 < scale <= 1):
+            return False, f"velocity_scale must be in (0, 1], got {velocity_scale}", 0.0
+        if not self._moving():
+            self._resync_at_rest(now)
+        p, v, a = self.traj.evaluate(now)
+        a_max = self.limits.acceleration * self.cfg.limit_budget * scale
+        try:
+            move = PoseMove(now, p, v, a, np.clip(target, self.limits.lower, self.limits.upper), self.limits.velocity * scale,
+                            a_max, a_max * self.cfg.move_jerk_factor, label)
+        except ValueError as exc:
+            return False, str(exc), 0.0
+        self.plan = None
+        self.stop = None
+        self._suspended = None
+        self._outstanding = None
+        self.strategy.reset()
+        self.move = move
+        self.traj = move
+        self.state = ExecState.HOLDING
+        self.message = f"moving to {label} ({move.duration:.2f} s)"
+        return True, self.message, move.duration
 
     # ------------------------------------------------------------------ inputs
     def on_measured_state(self, stamp: float, position: np.ndarray) -> None:
@@ -188,15 +267,23 @@ class ChunkExecutor:
             return
         self.measured = q.copy()
         self.measured_stamp = float(stamp)
+        why = self.tracking.update(float(stamp), q, self._cmd_hist, active=self._moving() and self.enabled)
+        if why is not None:
+            log.error("%s: latching a stop", why)
+            self.estop(self.last.stamp if self.last is not None else float(stamp), why)
 
     def set_enabled(self, now: float, enabled: bool, reason: str = "") -> None:
         if enabled == self.enabled:
             return
         self.enabled = enabled
         if not enabled:
+            self.move = None
             self._begin_stop(now, ExecState.HOLDING, reason or "disabled")
-        elif self.state == ExecState.HOLDING:
-            self.message = "enabled: waiting for a chunk"
+        else:
+            self.enabled_once = True
+            self._resync_at_rest(now)
+            if self.state == ExecState.HOLDING:
+                self.message = "enabled: waiting for a chunk"
 
     def on_chunk(self, chunk: ActionChunk, now: float) -> ChunkResult:
         if self.state == ExecState.ESTOP:
@@ -208,6 +295,12 @@ class ChunkExecutor:
         if self.traj is None:
             self.chunks_ignored += 1
             return ChunkResult(False, "no measured joint state yet: chunk ignored")
+        if self.move is not None:
+            self.chunks_ignored += 1
+            return ChunkResult(False, f"{self.message}: chunk ignored")
+        if not self._state_fresh(now):
+            self.chunks_ignored += 1
+            return ChunkResult(False, f"joint states are {self.state_age(now):.2f} s old (state_timeout {self.cfg.state_timeout} s): chunk ignored")
         why = self.validator.check(chunk)
         if why is None:
             age = now - chunk.stamp
@@ -228,6 +321,7 @@ class ChunkExecutor:
         self.delays.add(delay)
         cp = ChunkPlan(times=chunk.times(), actions=actions, stamp=chunk.stamp, step_period=chunk.step_period,
                        prefix_length=int(chunk.prefix_length), chunk_id=int(chunk.info.get("chunk_id", 0)) if chunk.info else 0)
+        self._resync_at_rest(now)  # a fade-in starts where the robot is
         p_now, v_now, a_now = self.traj.evaluate(now)
         try:
             times, positions = self.strategy.merge(cp, now, self.plan, delay, p_now)
@@ -237,6 +331,7 @@ class ChunkExecutor:
         except ValueError as exc:
             return self.reject(now, f"chunk could not be merged: {exc}")
         self._suspended = None
+        self.starved = False
         self._switch_to(plan, now, p_now, v_now, a_now)
         self._last_chunk_stamp = chunk.stamp
         # every strategy keeps the chunk's spacing and its last action, so the last planned time minus the
@@ -319,7 +414,7 @@ class ChunkExecutor:
         on an overloaded machine, see ``policy_alive``) the robot blends back into it.
         """
         if self.state in (ExecState.FADE_IN, ExecState.RUNNING):
-            self.watchdog_stops += 1
+            self.policy_lost_stops += 1
             self._suspended = self.plan
             self._begin_stop(now, ExecState.HOLDING, f"holding: {reason}")
         self._outstanding = None
@@ -332,6 +427,9 @@ class ChunkExecutor:
         plan, self._suspended = self._suspended, None
         if plan is None or self.state != ExecState.HOLDING or self.estop_latch.active or not self.enabled or self.traj is None:
             return False
+        if not self._state_fresh(now):
+            return False
+        self._resync_at_rest(now)
         p, v, a = self.traj.evaluate(now)
         if now + stop_profile_duration(v, a, self._a_plan) + self.cfg.blend_time + self.cfg.stop_margin >= plan.end_time:
             return False  # too little of it left: wait for a fresh chunk instead
@@ -343,6 +441,7 @@ class ChunkExecutor:
     def estop(self, now: float, reason: str = "e-stop requested") -> bool:
         first = self.estop_latch.trigger(reason)
         self._suspended = None
+        self.move = None
         if self.traj is not None:
             self._begin_stop(now, ExecState.ESTOP, f"E-STOP latched: {reason}")
         self.state = ExecState.ESTOP
@@ -358,8 +457,9 @@ class ChunkExecutor:
         # Keep commanding where the stop ended (or finish the stop first): the command stream stays
         # continuous; the next chunk fades in from there.
         self.state = ExecState.HOLDING
-        self.message = "e-stop reset: waiting for a chunk (will fade in)"
+        self.message = "e-stop reset: waiting for a chunk (will fade in) or ~/move_to_pose"
         self.delays.reset()
+        self._resync_at_rest(now)
         return True
 
     def _clock_jumped(self, now: float) -> None:
@@ -437,6 +537,13 @@ class ChunkExecutor:
         if self.state == ExecState.FADE_IN and now >= self._fade_until:
             self.state = ExecState.RUNNING
             self.message = "running"
+        if self.move is not None and now >= self.move.end_time:
+            self.traj, self.move = HoldTrajectory(self.move.target), None
+            self.message = "at the requested pose: holding (the policy fades in with its next chunk)"
+        if (executing or self.move is not None) and not self._state_fresh(now):
+            self.move = None
+            self._begin_stop(now, ExecState.HOLDING, f"holding: joint states are {self.state_age(now):.2f} s old (state_timeout {self.cfg.state_timeout} s)")
+            executing = False
         if executing:
             self._watchdog(now)
         if isinstance(self.traj, TransitionTrajectory):
@@ -467,6 +574,7 @@ class ChunkExecutor:
             self.message = "chunk executed: waiting for the next one"
             return
         self.watchdog_stops += 1
+        self.starved = True
         self._begin_stop(now, ExecState.HOLDING, "holding: no fresh chunk before the committed actions ran out")
 
     def _reanchor(self, now: float, p: np.ndarray, v: np.ndarray, a: np.ndarray) -> None:
@@ -498,7 +606,7 @@ class ChunkExecutor:
         return self.delays.expected()
 
     def wants_request(self, now: float) -> bool:
-        if self.state == ExecState.ESTOP or not self.enabled or self.traj is None:
+        if self.state == ExecState.ESTOP or not self.enabled or self.traj is None or self.move is not None:
             return False
         if self._outstanding is not None and now - self._outstanding < self.cfg.request_timeout:
             return False
@@ -543,17 +651,24 @@ class ChunkExecutor:
         return start, self.dt, out
 
     # ------------------------------------------------------------------ output helpers
-    def preview(self, now: float, horizon: float, spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def preview(self, now: float, horizon: float, spacing: float, lead: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Points for a streamed ``JointTrajectory``: the trajectory over ``horizon`` then a stop.
 
         The tail decelerates to rest within the limits, so if the executor dies the controller
-        finishes the last message at rest instead of stopping dead or extrapolating.
+        finishes the last message at rest instead of stopping dead or extrapolating. With ``lead`` > 0
+        the first point is ``lead`` s after ``now``: a message that takes less than that to arrive
+        holds no point in the past (a joint_trajectory_controller skips those, or rejects the whole
+        trajectory when every point is past); the controller interpolates from its state to it.
         """
         if self.traj is None or self.last is None:
             raise RuntimeError("no command yet")
         n = max(1, int(round(horizon / spacing)))
-        times = [now]
-        pts = [(self.last.position, self.last.velocity, self.last.acceleration)]
+        if lead > 0:
+            now = now + lead
+            times, pts = [now], [self.traj.evaluate(now)]
+        else:
+            times = [now]
+            pts = [(self.last.position, self.last.velocity, self.last.acceleration)]
         for i in range(1, n + 1):
             t = now + spacing * i
             p, v, a = self.traj.evaluate(t)
@@ -597,5 +712,14 @@ class ChunkExecutor:
             "expected_delay": self.expected_delay(),
             "delay_stats": self.delays.stats(),
             "estop": self.estop_latch.active,
+            "enabled": self.enabled,
+            "starved": self.starved,
+            "policy_lost_stops": self.policy_lost_stops,
+            "state_age": self.state_age(self.last.stamp) if self.last is not None else math.inf,
+            "tracking_error_max": self.tracking.error_max,
+            "tracking_error_joint": self.tracking.error_joint,
+            "tracking_trips": self.tracking.trips,
+            "resyncs": self.resyncs,
+            "moving_to": self.move.label if self.move is not None else "",
             "message": self.message,
         }

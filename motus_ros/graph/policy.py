@@ -10,7 +10,8 @@ from __future__ import annotations
 from .spec import Argument, NodeSpec
 
 ARGUMENTS = (
-    Argument("policy", "tiny_motus", "policy: tiny_motus, replay:<file.npy|file.pt|dataset#episode>, or a checkpoint directory"),
+    Argument("policy", "", "policy: tiny_motus, replay:<file.npy|file.pt|dataset#episode>, or a checkpoint directory "
+             "(default tiny_motus in the simulator; required on real hardware)"),
     Argument("policy_options", "", "policy options, space separated key=value (e.g. 'align=state perturb=0.01' for replay)"),
     Argument("device", "cpu", "policy device (cpu, cuda, cuda:1)"),
     Argument("strategy", "rtc", "chunk execution strategy", choices=("sync", "temporal_ensemble", "rtc")),
@@ -22,13 +23,24 @@ ARGUMENTS = (
 )
 
 
+SIM_DEFAULT_POLICY = "tiny_motus"
+
+
 def policy_nodes(args: dict[str, str]) -> list[NodeSpec]:
-    policy_params = {"policy": args["policy"], "instruction": args["instruction"], "device": args["device"]}
+    sim = args.get("hardware", "sim") == "sim"
+    policy = args["policy"] or (SIM_DEFAULT_POLICY if sim else "")
+    if not policy:
+        # a random-weight test model must never drive a real robot by default
+        raise ValueError("argument 'policy' is required with a real robot (hardware:=none): pass policy:=<checkpoint "
+                         "directory | replay:...>; only the simulator defaults to tiny_motus")
+    policy_params = {"policy": policy, "instruction": args["instruction"], "device": args["device"]}
     options = args.get("policy_options", "").split()
     if options:
         policy_params["options"] = options
     run_time = float(args["run_time"])
-    executor_params = {"strategy": args["strategy"], "run_time": run_time, "command_interface": args["command_interface"]}
+    # real hardware: the executor starts disabled and waits for ~/enable (or a RunTask goal with enable)
+    executor_params = {"strategy": args["strategy"], "run_time": run_time, "command_interface": args["command_interface"],
+                       "hardware": "sim" if sim else "real"}
     if args.get("summary_file"):
         executor_params["summary_file"] = args["summary_file"]
     return [
