@@ -303,3 +303,17 @@ def test_trajectory_preview_lead_puts_no_point_in_the_past(limits, profile):
         times, P, V, A = ex.preview(loop.t, 0.25, 0.02, lead=lead)
         assert times[0] == pytest.approx(loop.t + lead)
         assert np.all(np.diff(times) > 0)
+
+
+def test_real_hardware_graph_needs_a_policy_and_starts_the_executor_disabled():
+    from motus_ros.graph import describe_graph
+
+    with pytest.raises(ValueError, match="'policy' is required"):
+        describe_graph({"graph": "policy", "hardware": "none", "robot": "aloha_agilex_2"})
+    nodes = {n.name: n for n in describe_graph({"graph": "policy", "hardware": "none", "robot": "aloha_agilex_2", "policy": "/ckpt"})}
+    params = {k: v for p in nodes["executor"].parameters if isinstance(p, dict) for k, v in p.items()}
+    assert params["hardware"] == "real"
+    assert any(isinstance(p, dict) and p.get("policy") == "/ckpt" for p in nodes["policy"].parameters)
+    sim = {n.name: n for n in describe_graph({"graph": "policy"})}
+    assert any(isinstance(p, dict) and p.get("policy") == "tiny_motus" for p in sim["policy"].parameters)
+    assert any(isinstance(p, dict) and p.get("hardware") == "sim" for p in sim["executor"].parameters)

@@ -189,6 +189,7 @@ class ChunkExecutor:
         self.policy_lost_stops = 0
         self.resyncs = 0  # a fade-in / resume restarted the command at the measured pose
         self.move: PoseMove | None = None  # ~/move_to_pose in progress
+        self._tick_gaps: deque[float] = deque(maxlen=200)  # recent tick lengths: the watchdog's margin for late ticks
         self.configure_monitors(())
 
     # ------------------------------------------------------------------ safety monitors
@@ -198,9 +199,10 @@ class ChunkExecutor:
         tol = tracking_tolerances(lim.names, lim.lower, lim.upper, gripper_indices, cfg.tracking_tolerance,
                                   cfg.tracking_gripper_fraction, tracking_overrides)
         self.tracking = TrackingMonitor(lim.names, tol, cfg.tracking_grace, cfg.tracking_lag)
+        # grippers keep their command: one closed on an object is away from it by design, and restarting
+        # it at the measured opening would loosen the grasp
         self._resync_tol = np.full(self.dof, cfg.resync_tolerance)
-        for g in gripper_indices:
-            self._resync_tol[g] = cfg.resync_tolerance * float(lim.upper[g] - lim.lower[g])
+        self._resync_tol[list(gripper_indices)] = np.inf
 
     def state_age(self, now: float) -> float:
         return math.inf if self.measured_stamp is None else now - self.measured_stamp
@@ -226,7 +228,12 @@ class ChunkExecutor:
         j = int(np.argmax(dev / np.maximum(self._resync_tol, 1e-12)))
         log.warning("the measured pose is %.3f from the hold command at joint %s: restarting from the measured pose", dev[j], self.limits.names[j])
         self.resyncs += 1
-        self._hold_here(now)
+        q = np.where(np.isfinite(self._resync_tol), self.measured, p_cmd)
+        q = np.clip(q, self.limits.lower, self.limits.upper)
+        self.traj = HoldTrajectory(q)
+        self.plan = None
+        self.stop = None
+        self.guard.reset(now, q)
         return True
 
     def move_to(self, now: float, target: np.ndarray, label: str, velocity_scale: float = 0.0) -> tuple[bool, str, float]:
@@ -530,6 +537,8 @@ class ChunkExecutor:
                 self.state = ExecState.IDLE
                 self.message = "holding the measured pose: waiting for the first chunk"
         executing = self.plan is not None and self.stop is None and self.state in (ExecState.FADE_IN, ExecState.RUNNING)
+        if self.last is not None and now > self.last.stamp:
+            self._tick_gaps.append(now - self.last.stamp)
         if self.last is not None and executing:
             self._exec_time += max(0.0, now - max(self.last.stamp, self._exec_since))
         self._exec_hist_t.append(now)
@@ -564,7 +573,9 @@ class ChunkExecutor:
             return
         p, v, a = self.traj.evaluate(now)
         T = stop_profile_duration(v, a, self._a_plan)
-        if now + T + self.cfg.stop_margin < plan.end_time:
+        # the next tick may come late (a loaded machine, sim time in bursts): keep the largest recent gap in hand
+        late = max(self._tick_gaps) if self._tick_gaps else 0.0
+        if now + T + self.cfg.stop_margin + late < plan.end_time:
             return
         if self.cfg.strategy == "sync":
             # the planned end of a synchronous chunk: come to rest and ask for the next one

@@ -282,7 +282,7 @@ class SafetyMonitorConfig:
     """Monitors around the executor (the executor's config inherits these fields; see docs/runtime.md "Safety")."""
 
     state_timeout: float = field(default=0.5, metadata={"help": "s (robot clock): no motion unless the newest complete joint state is younger; a moving robot stops when they get older"})
-    resync_tolerance: float = field(default=0.02, metadata={"help": "before a fade-in or resume at rest, the command restarts at the measured pose when a joint is further than this from it (joint units; grippers: fraction of their range)"})
+    resync_tolerance: float = field(default=0.05, metadata={"help": "rad: before a fade-in or resume at rest, the command restarts at the measured pose when an arm joint is further than this from it (above a servo's steady-state error; grippers keep their command)"})
     tracking_tolerance: float = field(default=0.3, metadata={"help": "tracking monitor: |measured - commanded| above this (rad, arm joints) while moving latches a stop; profile extra.tracking_tolerance (per joint) overrides"})
     tracking_gripper_fraction: float = field(default=0.6, metadata={"help": "tracking monitor: tolerance of a gripper as a fraction of its range (a gripper closed on an object stays open)"})
     tracking_grace: float = field(default=0.1, metadata={"help": "s the tracking error must stay above the tolerance before the stop latches"})

@@ -87,7 +87,7 @@ class ExecutorNodeParams(ExecutorConfig):
     trajectory_rate_hz: float = field(default=50.0, metadata={"help": "JointTrajectory / FollowJointTrajectory messages per second"})
     trajectory_horizon: float = field(default=0.25, metadata={"help": "s of planned motion per trajectory message (then a stop to rest); covers late delivery"})
     trajectory_point_period: float = field(default=0.02, metadata={"help": "s between trajectory points"})
-    trajectory_lead: float = field(default=0.04, metadata={"help": "s between a trajectory message's stamp and its first point: longer than the delivery, so no point is in the past on arrival"})
+    trajectory_lead: float = field(default=0.1, metadata={"help": "s between a trajectory message's stamp and its first point: longer than the delivery, so no point is in the past on arrival"})
     joint_state_velocity: bool = field(default=False, metadata={"help": "also fill JointState.velocity (not for Piper drivers: velocity[6] = speed %)"})
     chunk_topic: str = field(default="/policy/action_chunk", metadata={"help": "motus_msgs/ActionChunk topic of the policy"})
     plan_topic: str = field(default="/executor/plan", metadata={"help": "where the plan (chunk request + RTC prefix) is published"})
