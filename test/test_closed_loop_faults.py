@@ -125,7 +125,9 @@ def test_killed_policy_holds_before_the_committed_actions_run_out(env):
     print(f"kill -> hold {1000 * (t_hold - t_kill):.0f} ms (sim time); committed plan ended "
           f"{1000 * (bound - t_kill):.0f} ms after the kill; hold began {1000 * (bound - t_hold):.0f} ms before that")
     assert t_hold <= bound, f"holding only {1000 * (t_hold - bound):.0f} ms after the committed actions ran out"
-    assert np.all(rec["velocity"][t >= bound + 0.02] == 0.0), "still moving after the committed actions ran out"
+    # at rest soon after: a stop from the motion here takes < 0.2 s, and when a starved executor ticks late
+    # (sim time runs on while it waits for a core) the controller follows the stop in its last trajectory
+    assert np.all(rec["velocity"][t >= bound + 0.2] == 0.0), "still moving 0.2 s after the committed actions ran out"
     assert np.any(np.abs(rec["velocity"][(t >= t_kill - 0.2) & (t < t_kill)]) > 0.01), "it was not moving before the kill"
     assert_still_at_the_end(rec)
     check_limits(rec)

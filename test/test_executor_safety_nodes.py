@@ -101,6 +101,7 @@ def test_real_hardware_waits_for_enable_then_moves_to_poses(env):
         assert mon.exec_status.enabled and mon.executor_state() == ExecState.HOLDING
     finally:
         out = stop_process(ex)
+        print(out[-4000:])
     assert ex.returncode == 0, out[-3000:]
     rec = load_record(record)
     check_limits(rec)

@@ -349,7 +349,10 @@ class ExecutorNode(Node):
             with self.lock:
                 ok, msg, duration = self.core.move_to(self.now(), target, label, float(request.velocity_scale))
             response.success, response.message, response.duration = ok, msg, float(duration)
-        (self.get_logger().info if response.success else self.get_logger().warning)(f"~/move_to_pose: {response.message}")
+        if response.success:
+            self.get_logger().info(f"~/move_to_pose: {response.message}")
+        else:
+            self.get_logger().warning(f"~/move_to_pose refused: {response.message}")
         return response
 
     # ------------------------------------------------------------------ command loop
