@@ -47,7 +47,9 @@ class Loop:
         self.ex, self.robot, self.t = ex, robot, t
         self.T, self.P, self.S = [], [], []
 
-    def run(self, until, each=None):
+    def run(self, until, each=None, step=None):
+        """Tick until ``until``; ``step(i)`` gives the i-th tick length (default 5 ms)."""
+        i = 0
         while self.t < until - 1e-9:
             if self.robot.publishing:
                 self.ex.on_measured_state(self.t, self.robot.q)
@@ -59,7 +61,8 @@ class Loop:
                 self.T.append(self.t)
                 self.P.append(cmd.position.copy())
                 self.S.append(int(cmd.state))
-            self.t = round(self.t + DT, 9)
+            self.t = round(self.t + (DT if step is None else step(i)), 9)
+            i += 1
 
     def chunk(self, target, n=48):
         """A chunk that goes from the current command towards ``target`` over 0.5 s and stays there."""
@@ -317,3 +320,22 @@ def test_real_hardware_graph_needs_a_policy_and_starts_the_executor_disabled():
     sim = {n.name: n for n in describe_graph({"graph": "policy"})}
     assert any(isinstance(p, dict) and p.get("policy") == "tiny_motus" for p in sim["policy"].parameters)
     assert any(isinstance(p, dict) and p.get("hardware") == "sim" for p in sim["executor"].parameters)
+
+
+@pytest.mark.parametrize("phase", [0, 3, 6])
+def test_watchdog_keeps_a_late_tick_in_hand(limits, profile, phase):
+    """Ticks that come late (sim time in bursts on a loaded machine): the stop still ends before the
+    committed actions run out, and the stream stays within the limits."""
+    home = np.asarray(profile.home, dtype=float)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    loop = Loop(ex, FakeRobot(home))
+    loop.run(0.2)
+    actions = home + np.linspace(0.0, 2.0, 48)[:, None] * np.isin(np.arange(14), [0, 3, 5, 7, 10, 12])  # +-pi joints, 1.25 rad/s
+    assert ex.on_chunk(ActionChunk(actions=actions, step_period=1 / 30, stamp=loop.t - 0.02), loop.t).accepted
+    plan_end = ex.plan.end_time
+    loop.run(plan_end + 0.5, step=lambda i: 0.09 if i % 8 == phase else DT)  # every 8th tick 90 ms late
+    T, P, S = loop.arrays()
+    assert T[np.nonzero(S == ExecState.HOLDING)[0][0]] <= plan_end
+    assert ex.watchdog_stops == 1 and ex.starved
+    assert ex.stop is not None and ex.stop.end_time <= plan_end + 1e-9  # at rest when the committed actions run out
+    assert_stream_within_limits(T, P, limits)

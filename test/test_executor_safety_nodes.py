@@ -105,3 +105,20 @@ def test_real_hardware_waits_for_enable_then_moves_to_poses(env):
     assert ex.returncode == 0, out[-3000:]
     rec = load_record(record)
     check_limits(rec)
+
+
+def test_a_still_trajectory_starts_on_arrival():
+    """Holding: every point the same, at rest -> header.stamp 0 ("now"), so a late message has no past point."""
+    from motus_ros.runtime_msgs import trajectory_msg
+
+    times = 10.0 + 0.1 + 0.02 * np.arange(5)
+    P = np.ones((5, 14))
+    Z = np.zeros((5, 14))
+    msg = trajectory_msg(10.0, times, P, Z, Z, list(range(7)), [f"j{i}" for i in range(7)])
+    assert msg.header.stamp.sec == 0 and msg.header.stamp.nanosec == 0
+    tfs = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
+    np.testing.assert_allclose(tfs, times - 10.0, atol=1e-9)
+    V = Z.copy()
+    V[2, 3] = 0.1  # moving: stamped with the executor's clock
+    msg = trajectory_msg(10.0, times, P, V, Z, list(range(7)), [f"j{i}" for i in range(7)])
+    assert msg.header.stamp.sec == 10

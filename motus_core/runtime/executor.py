@@ -574,7 +574,7 @@ class ChunkExecutor:
         p, v, a = self.traj.evaluate(now)
         T = stop_profile_duration(v, a, self._a_plan)
         # the next tick may come late (a loaded machine, sim time in bursts): keep the largest recent gap in hand
-        late = max(self._tick_gaps) if self._tick_gaps else 0.0
+        late = min(max(self._tick_gaps), self.cfg.watchdog_late_tick) if self._tick_gaps else 0.0
         if now + T + self.cfg.stop_margin + late < plan.end_time:
             return
         if self.cfg.strategy == "sync":

@@ -287,13 +287,14 @@ class SafetyMonitorConfig:
     tracking_gripper_fraction: float = field(default=0.6, metadata={"help": "tracking monitor: tolerance of a gripper as a fraction of its range (a gripper closed on an object stays open)"})
     tracking_grace: float = field(default=0.1, metadata={"help": "s the tracking error must stay above the tolerance before the stop latches"})
     tracking_lag: float = field(default=0.1, metadata={"help": "s of commands a joint state is compared with (servo delay)"})
+    watchdog_late_tick: float = field(default=0.1, metadata={"help": "s: the watchdog starts the stop this much earlier at most, by the largest recent tick gap (a loaded machine, sim time in bursts)"})
     move_velocity_scale: float = field(default=0.3, metadata={"help": "~/move_to_pose: fraction of the velocity limits when the request gives none"})
     move_jerk_factor: float = field(default=10.0, metadata={"help": "~/move_to_pose: jerk limit = this x the acceleration limit (1/s)"})
 
     def validate_safety(self) -> None:
         if self.state_timeout <= 0 or self.tracking_tolerance <= 0 or not (0 < self.tracking_gripper_fraction <= 1):
             raise ValueError("state_timeout and tracking_tolerance must be > 0, tracking_gripper_fraction in (0, 1]")
-        if self.tracking_grace < 0 or self.tracking_lag < 0 or self.resync_tolerance < 0:
+        if self.tracking_grace < 0 or self.tracking_lag < 0 or self.resync_tolerance < 0 or self.watchdog_late_tick < 0:
             raise ValueError("tracking_grace, tracking_lag and resync_tolerance must be >= 0")
         if not (0 < self.move_velocity_scale <= 1) or self.move_jerk_factor <= 0:
             raise ValueError("move_velocity_scale must be in (0, 1] and move_jerk_factor > 0")
