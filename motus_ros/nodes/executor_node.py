@@ -455,7 +455,8 @@ class ExecutorNode(Node):
         msg.state_age = float(age) if np.isfinite(age) else -1.0
         msg.tracking_error_max = float(st["tracking_error_max"])
         msg.tracking_error_joint = st["tracking_error_joint"]
-        msg.message = st["message"]
+        msg.message = st["message"] if self.core.enabled_once else \
+            "disabled (real hardware): nothing is sent until ~/enable or a RunTask goal with enable"
         self.status_pub.publish(msg)
 
     def _command_rate(self) -> float:
