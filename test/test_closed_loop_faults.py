@@ -101,7 +101,7 @@ def test_killed_policy_holds_before_the_committed_actions_run_out(env):
             mon.wait(running(mon, 3), 90, "the executor to run the policy", procs=[policy, ex])
             mon.wait(lambda: mon.exec_status.policy_process == ExecutorStatus.POLICY_ALIVE, 10, "the policy process reported alive")
             t_run = mon.clock  # the recording starts at rest: let the motion get going
-            mon.wait(lambda: mon.clock > t_run + 2.5, 30, "the motion to get going", procs=[policy, ex])
+            mon.wait(lambda: mon.clock > t_run + 2.5, 90, "the motion to get going", procs=[policy, ex])  # sim time crawls on a loaded machine
             t_kill = mon.clock  # sim time just before the kill (the monitor's clock can only lag)
             kill_hard(policy)
             wall_kill = time.monotonic()
@@ -109,7 +109,7 @@ def test_killed_policy_holds_before_the_committed_actions_run_out(env):
             t0 = mon.clock
             mon.wait(lambda: mon.exec_status.policy_process == ExecutorStatus.POLICY_GONE, 30, "the policy process reported gone", procs=[ex])
             print(f"policy process reported gone {1000 * (time.monotonic() - wall_kill):.0f} ms (wall) after the kill")
-            mon.wait(lambda: mon.clock > t0 + 1.0, 30, "one second of sim time")
+            mon.wait(lambda: mon.clock > t0 + 1.0, 60, "one second of sim time")
             assert mon.exec_status.starved and mon.exec_status.watchdog_stops >= 1
         finally:
             if policy.poll() is None:
