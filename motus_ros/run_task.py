@@ -1,10 +1,14 @@
 """``motus_msgs/action/RunTask`` on the executor node: run the policy on a task for a given time.
 
 Goal: optional instruction (sent to the policy node's ``SetInstruction`` service first), a duration
-on the robot's clock, and whether to end early when the robot reports task success (the simulator's
-``/sim/success``). While it runs, feedback (elapsed, chunks executed, last inference latency, executor
-state) is published every ``feedback_period`` s. At the end the executor is disabled (it decelerates
-and holds) and the result says why it ended: TIMEOUT, SUCCESS, CANCELED, ESTOP or ERROR.
+on the robot's clock, whether to end early when the robot reports task success (the simulator's
+``/sim/success``), and ``enable``: enable the executor for this task (the explicit operator step on
+real hardware; refused without fresh joint states). Without ``enable`` the executor must already be
+enabled (``~/enable``), else the goal ends with ERROR. While it runs, feedback (elapsed, chunks
+executed, last inference latency, executor state) is published every ``feedback_period`` s. At the
+end the executor is disabled (it decelerates and holds) and the result says why it ended (TIMEOUT,
+SUCCESS, CANCELED, ESTOP or ERROR) with the task's counts: chunks executed and rejected, limit hits,
+and the time to the first success report (-1: none).
 
 The executor's command loop serves this node's callbacks between ticks in one thread, so nothing here
 may block: the execute callback is a coroutine that awaits futures resolved by timers and service
@@ -31,6 +35,8 @@ class RunTaskServer:
         self.service_timeout = service_timeout
         self._instruction = node.create_client(SetInstruction, instruction_service)
         self._success = False
+        self._success_at: float | None = None
+        self._counts0 = (0, 0, 0)
         if success_topic:
             qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
             node.create_subscription(Bool, success_topic, self._on_success, qos)
@@ -39,6 +45,8 @@ class RunTaskServer:
                                    goal_callback=self._on_goal, cancel_callback=lambda _goal: CancelResponse.ACCEPT)
 
     def _on_success(self, msg: Bool) -> None:
+        if msg.data and not self._success:
+            self._success_at = self.node.now()
         self._success = self._success or bool(msg.data)
 
     def _on_goal(self, goal: RunTask.Goal) -> GoalResponse:
@@ -81,13 +89,20 @@ class RunTaskServer:
         finally:
             self._busy = False
 
+    def _counts(self) -> tuple[int, int, int]:
+        core = self.node.core
+        return core.chunks_received, core.chunks_rejected, core.guard.hits
+
     def _finish(self, gh, outcome: int, message: str, start: float, chunks0: int) -> RunTask.Result:
         node = self.node
         now = node.now()
         with node.lock:
             node.core.set_enabled(now, False, f"RunTask ended: {message}")
-            chunks = node.core.chunks_received - chunks0
-        result = RunTask.Result(outcome=outcome, message=message, elapsed=max(0.0, now - start), chunks_executed=max(0, chunks))
+            received, rejected, hits = (max(0, a - b) for a, b in zip(self._counts(), self._counts0))
+        success_at = self._success_at if self._success and self._success_at is not None else None
+        result = RunTask.Result(outcome=outcome, message=message, elapsed=max(0.0, now - start), chunks_executed=received,
+                                chunks_rejected=rejected, limit_hits=hits,
+                                time_to_success=max(0.0, success_at - start) if success_at is not None else -1.0)
         if outcome == RunTask.Result.OUTCOME_CANCELED:
             gh.canceled()
         elif outcome in (RunTask.Result.OUTCOME_ESTOP, RunTask.Result.OUTCOME_ERROR):
@@ -103,6 +118,10 @@ class RunTaskServer:
         start = node.now()
         with node.lock:
             chunks0 = node.core.chunks_received
+            self._counts0 = self._counts()
+        if not goal.enable and not node.core.enabled:
+            return self._finish(gh, RunTask.Result.OUTCOME_ERROR, "the executor is disabled: set enable in the goal (or call ~/enable)",
+                                start, chunks0)
         if goal.instruction:
             waited = 0.0
             while not self._instruction.service_is_ready() and waited < self.service_timeout:
@@ -116,9 +135,14 @@ class RunTaskServer:
                 why = "no answer" if resp is None else resp.message
                 return self._finish(gh, RunTask.Result.OUTCOME_ERROR, f"the policy refused the instruction: {why}", start, chunks0)
         self._success = False
+        self._success_at = None
         start = node.now()
         with node.lock:
-            node.core.set_enabled(start, True)
+            self._counts0 = self._counts()
+        if goal.enable:
+            ok, why = node.set_enabled(True, "RunTask")
+            if not ok:
+                return self._finish(gh, RunTask.Result.OUTCOME_ERROR, why, start, chunks0)
         node.get_logger().info(f"RunTask: running the policy for {duration:.1f} s" + (f" on {goal.instruction!r}" if goal.instruction else ""))
         while True:
             await self._sleep(self.feedback_period)

@@ -96,9 +96,16 @@ def msg_to_plan(msg: ActionChunkMsg, joint_names: Sequence[str]) -> PlanRequest:
 
 def trajectory_msg(stamp: float, times: np.ndarray, P: np.ndarray, V: np.ndarray, A: np.ndarray,
                    indices: Sequence[int], names: Sequence[str]) -> JointTrajectory:
-    """Points at absolute ``times`` (``times[0]`` = ``stamp``) for the joints ``indices`` named ``names``."""
+    """Points at absolute ``times`` (from ``stamp`` on) for the joints ``indices`` named ``names``.
+
+    A trajectory that holds still (every point the same, at rest) gets ``header.stamp`` 0, "start on
+    arrival": its timing does not matter, and however late it arrives (a starved process sends with a
+    stale clock) none of its points is in the past.
+    """
     msg = JointTrajectory()
-    msg.header.stamp = time_msg(stamp)
+    P, V, A = np.asarray(P), np.asarray(V), np.asarray(A)
+    still = not np.any(V) and not np.any(A) and bool(np.all(P == P[:1]))
+    msg.header.stamp = time_msg(0.0 if still else stamp)
     msg.joint_names = list(names)
     idx = np.asarray(indices, dtype=np.int64)
     for t, p, v, a in zip(times, P, V, A):

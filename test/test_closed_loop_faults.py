@@ -1,7 +1,11 @@
 """Faults on the simulated closed loop: each leaves the robot holding still and every node alive.
 
-* the policy process is killed (SIGKILL): the executor holds within 100 ms of sim time (DDS
-  liveliness of the policy status, lease 80 ms, then a stop within the acceleration limits);
+* the policy process is killed (SIGKILL), with one core kept busy by another process: the watchdog
+  holds the robot before the committed actions run out (a bound on the robot's clock that no load
+  can stretch), and DDS liveliness (1 s lease) reports the process gone, once, with no spurious
+  "gone" before the kill;
+* while the executor holds, the simulated joint_trajectory_controller never sees a trajectory point
+  in the past (none skipped, none rejected);
 * the policy stalls (the model hangs, the node lives): the watchdog stops before the committed
   actions run out;
 * a NaN chunk (a rogue publisher): rejected, counted, the robot stops;
@@ -11,7 +15,10 @@
   holds at the fresh measured pose and takes over again with a fade-in.
 """
 import json
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -70,34 +77,97 @@ def assert_still_at_the_end(rec, seconds=0.3):
     assert np.all(rec["state"][last] == ExecState.HOLDING)
 
 
-def test_killed_policy_holds_within_100ms(env):
+@contextmanager
+def busy_core():
+    """Another process keeps one core busy (the timing bounds must hold on a loaded machine)."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        hog.kill()
+        hog.wait()
+
+
+def test_killed_policy_holds_before_the_committed_actions_run_out(env):
+    from motus_msgs.msg import ExecutorStatus
+
     mon, tmp = env["monitor"], env["tmp"]
     mon.forget()
-    record = tmp / "killed.npz"
-    policy = start_policy(env["motion"], "options:=[align=time, loop=true]")
-    ex = start_executor("strategy:=rtc", f"record_file:={record}")
-    try:
-        mon.wait(running(mon, 3), 90, "the executor to run the policy", procs=[policy, ex])
-        t_run = mon.clock  # the recording starts at rest: let the motion get going
-        mon.wait(lambda: mon.clock > t_run + 2.5, 30, "the motion to get going", procs=[policy, ex])
-        t_kill = mon.clock  # sim time just before the kill (the monitor's clock can only lag)
-        kill_hard(policy)
-        mon.wait(holding(mon), 10, "the executor to hold", procs=[ex])
-        t0 = mon.clock
-        mon.wait(lambda: mon.clock > t0 + 1.0, 30, "one second of sim time")
-    finally:
-        if policy.poll() is None:
-            stop_process(policy)
-    rec = finish(ex, record)
-    t, states = rec["t"], rec["state"]
-    after = np.nonzero((t >= t_kill) & (states == ExecState.HOLDING))[0]
-    assert after.size
-    delay = t[after[0]] - t_kill
-    print(f"executor holding {delay * 1000:.0f} ms (sim time) after the policy was killed")
-    assert delay <= 0.1, f"holding only {delay * 1000:.0f} ms (sim time) after the kill"
+    record, summary_file = tmp / "killed.npz", tmp / "killed.json"
+    with busy_core():
+        policy = start_policy(env["motion"], "options:=[align=time, loop=true]")
+        ex = start_executor("strategy:=rtc", f"record_file:={record}", f"summary_file:={summary_file}")
+        try:
+            mon.wait(running(mon, 3), 90, "the executor to run the policy", procs=[policy, ex])
+            mon.wait(lambda: mon.exec_status.policy_process == ExecutorStatus.POLICY_ALIVE, 10, "the policy process reported alive")
+            t_run = mon.clock  # the recording starts at rest: let the motion get going
+            mon.wait(lambda: mon.clock > t_run + 2.5, 90, "the motion to get going", procs=[policy, ex])  # sim time crawls on a loaded machine
+            t_kill = mon.clock  # sim time just before the kill (the monitor's clock can only lag)
+            kill_hard(policy)
+            wall_kill = time.monotonic()
+            mon.wait(holding(mon), 60, "the executor to hold", procs=[ex])  # ~1.5 s of sim time, slower on a loaded machine
+            t0 = mon.clock
+            mon.wait(lambda: mon.exec_status.policy_process == ExecutorStatus.POLICY_GONE, 30, "the policy process reported gone", procs=[ex])
+            print(f"policy process reported gone {1000 * (time.monotonic() - wall_kill):.0f} ms (wall) after the kill")
+            mon.wait(lambda: mon.clock > t0 + 1.0, 60, "one second of sim time")
+            assert mon.exec_status.starved and mon.exec_status.watchdog_stops >= 1
+        finally:
+            if policy.poll() is None:
+                stop_process(policy)
+        rec = finish(ex, record)
+    t, states, plan_end = rec["t"], rec["state"], rec["plan_end"]
+    after = t >= t_kill
+    # the watchdog's bound: the end of the committed plan (a chunk still in flight at the kill may extend it)
+    bound = np.nanmax(plan_end[after])
+    hold = np.nonzero(after & (states == ExecState.HOLDING))[0]
+    assert hold.size
+    t_hold = t[hold[0]]
+    print(f"kill -> hold {1000 * (t_hold - t_kill):.0f} ms (sim time); committed plan ended "
+          f"{1000 * (bound - t_kill):.0f} ms after the kill; hold began {1000 * (bound - t_hold):.0f} ms before that")
+    assert t_hold <= bound, f"holding only {1000 * (t_hold - bound):.0f} ms after the committed actions ran out"
+    # at rest soon after: a stop from the motion here takes < 0.2 s, and when a starved executor ticks late
+    # (sim time runs on while it waits for a core) the controller follows the stop in its last trajectory
+    assert np.all(rec["velocity"][t >= bound + 0.2] == 0.0), "still moving 0.2 s after the committed actions ran out"
     assert np.any(np.abs(rec["velocity"][(t >= t_kill - 0.2) & (t < t_kill)]) > 0.01), "it was not moving before the kill"
     assert_still_at_the_end(rec)
     check_limits(rec)
+    summary = json.loads(summary_file.read_text())
+    # one "gone": the kill; none before it although a core was busy (a 60 ms lease flapped here)
+    assert summary["policy_process_lost"] == 1, summary
+    assert summary["watchdog_stops"] >= 1 and summary["policy_lost_stops"] == 0
+
+
+def _sim_counters(diag) -> dict:
+    for st in diag.status:
+        if st.name.endswith("simulator"):
+            return {kv.key: kv.value for kv in st.values}
+    return {}
+
+
+def test_a_holding_executor_sends_no_trajectory_point_in_the_past(env):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    mon = env["monitor"]
+    mon.forget()
+    seen = []
+    sub = mon.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: seen.append(_sim_counters(m)) if _sim_counters(m) else None, 10)
+    ex = start_executor("strategy:=rtc")  # no policy: it holds the measured pose
+    try:
+        mon.wait(lambda: mon.executor_state() == ExecState.IDLE and len(mon.trajectories) > 10, 60, "the hold stream", procs=[ex])
+        n = len(seen)
+        mon.wait(lambda: len(seen) > n, 10, "the simulator's diagnostics")
+        first = seen[-1]
+        t0 = mon.clock
+        mon.wait(lambda: mon.clock > t0 + 3.0, 60, "three seconds of sim time", procs=[ex])
+        n = len(seen)
+        mon.wait(lambda: len(seen) > n, 10, "the simulator's diagnostics")
+        last = seen[-1]
+    finally:
+        mon.node.destroy_subscription(sub)
+        out = stop_process(ex)
+    assert int(last["commands_received"]) - int(first["commands_received"]) >= 100, (first, last, out[-2000:])
+    assert int(last["points_skipped"]) == int(first["points_skipped"]), (first, last)
+    assert int(last["commands_rejected"]) == int(first["commands_rejected"]), (first, last)
 
 
 def test_stalled_policy_holds_and_the_nodes_live(env):

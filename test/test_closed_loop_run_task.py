@@ -41,11 +41,28 @@ def graph(tmp_path_factory):
         stop_process(sim)
 
 
-def _goal(instruction: str, seconds: float, stop_on_success: bool = False):
+def _goal(instruction: str, seconds: float, stop_on_success: bool = False, enable: bool = True):
     from motus_msgs.action import RunTask
     from motus_ros.conversions import duration_msg
 
-    return RunTask.Goal(instruction=instruction, duration=duration_msg(seconds), stop_on_success=stop_on_success)
+    return RunTask.Goal(instruction=instruction, duration=duration_msg(seconds), stop_on_success=stop_on_success, enable=enable)
+
+
+def _nan_chunk(mon):
+    from motus_msgs.msg import ActionChunk
+    from motus_ros.conversions import duration_msg, time_msg
+
+    msg = ActionChunk()
+    msg.header.stamp = time_msg(mon.clock)
+    msg.chunk_id = 999
+    msg.joint_names = list(mon.profile.joint_names)
+    msg.step_period = duration_msg(1 / 30)
+    msg.num_steps = 48
+    values = np.tile(mon.joint_states[-1][1][:14], (48, 1))
+    values[5, 2] = np.nan
+    msg.positions = values.reshape(-1).tolist()
+    msg.model = "test"
+    return msg
 
 
 def _wait_future(fut, timeout: float):
@@ -66,6 +83,11 @@ def test_run_task_runs_for_the_duration_then_holds_and_can_be_canceled(graph):
     # a goal with no duration is refused
     handle = _wait_future(client.send_goal_async(_goal("", 0.0)), 10)
     assert not handle.accepted
+    # without enable a disabled executor is not enabled behind the operator's back
+    handle = _wait_future(client.send_goal_async(_goal("", 2.0, enable=False)), 10)
+    result = _wait_future(handle.get_result_async(), 30).result
+    assert result.outcome == RunTask.Result.OUTCOME_ERROR and "disabled" in result.message, result.message
+    assert mon.exec_status.chunks_received == 0 and not mon.exec_status.enabled
 
     feedback = []
     t0 = mon.clock
@@ -77,6 +99,9 @@ def test_run_task_runs_for_the_duration_then_holds_and_can_be_canceled(graph):
     # trail the executor's by a /clock message: allow 10 ms, far below the 2 s being checked
     assert result.elapsed >= 2.0 - 1e-6 and mon.clock - t0 >= 2.0 - 0.01
     assert result.chunks_executed > 0
+    assert result.chunks_rejected == 0 and result.time_to_success == -1.0
+    mon.wait(lambda: mon.executor_state() == ExecState.HOLDING, 10, "the executor to hold after the task", procs=[ex])
+    assert result.limit_hits <= mon.exec_status.limit_hits
     assert len(feedback) >= 2 and feedback[-1].chunks_executed > 0
     assert [f.elapsed for f in feedback] == sorted(f.elapsed for f in feedback)
     assert any(f.executor_state == ExecState.RUNNING for f in feedback)
@@ -86,9 +111,13 @@ def test_run_task_runs_for_the_duration_then_holds_and_can_be_canceled(graph):
     handle = _wait_future(client.send_goal_async(_goal("", 30.0)), 10)
     assert handle.accepted
     mon.wait(lambda: mon.executor_state() in (ExecState.FADE_IN, ExecState.RUNNING), 20, "the task to start", procs=[ex])
+    rejected = mon.exec_status.chunks_rejected
+    mon.chunk_pub.publish(_nan_chunk(mon))  # a rogue chunk during this task: counted in its result
+    mon.wait(lambda: mon.exec_status.chunks_rejected > rejected, 10, "the NaN chunk to be rejected", procs=[ex])
     _wait_future(handle.cancel_goal_async(), 10)
     result = _wait_future(handle.get_result_async(), 30).result
     assert result.outcome == RunTask.Result.OUTCOME_CANCELED
+    assert result.chunks_rejected == 1
     assert result.elapsed < 30.0
     mon.wait(lambda: mon.executor_state() == ExecState.HOLDING, 10, "the executor to hold after the cancel", procs=[ex])
     for p in (policy, ex):

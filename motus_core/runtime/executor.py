@@ -33,7 +33,8 @@ import numpy as np
 
 from motus_core.policy.base import ActionChunk
 from motus_core.runtime.contract import ChunkContract, ContractError, negotiate
-from motus_core.runtime.safety import ChunkValidator, CommandGuard, EStopLatch, JointLimits
+from motus_core.runtime.motion import PoseMove
+from motus_core.runtime.safety import ChunkValidator, CommandGuard, EStopLatch, JointLimits, SafetyMonitorConfig
 from motus_core.runtime.strategies import STRATEGIES, ChunkPlan, DelayTracker, make_strategy, strategy_names
 from motus_core.runtime.trajectory import (
     HoldTrajectory,
@@ -43,6 +44,7 @@ from motus_core.runtime.trajectory import (
     blend_duration,
     stop_profile_duration,
 )
+from motus_core.runtime.tracking import TrackingMonitor, tracking_tolerances
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ def _with_strategy_configs(cls):
 
 @dataclass
 @_with_strategy_configs
-class ExecutorConfig:
+class ExecutorConfig(SafetyMonitorConfig):
     """Chunk executor parameters (the executor node declares them as ROS parameters).
 
     Each strategy's own parameters are a nested field named after it (``rtc``, ``temporal_ensemble``,
@@ -148,6 +150,7 @@ class ChunkExecutor:
 
     def __init__(self, config: ExecutorConfig, limits: JointLimits, *, chunk_length: int | None = None, step_period: float | None = None):
         config.validate()
+        config.validate_safety()
         self.cfg = config
         self.limits = limits
         self.dof = limits.dof
@@ -200,6 +203,15 @@ class ChunkExecutor:
         # without the new chunk, for the boundary metrics (bounded: the node keeps the recent ones)
         self.switches: deque[tuple[float, object, float]] = deque(maxlen=300)
         self.rejections: deque[str] = deque(maxlen=20)
+        # ---- safety monitors (docs/runtime.md "Safety"): state freshness, tracking, resync, moves, liveliness
+        self.enabled_once = True  # the node clears it on real hardware: nothing is published before the first enable
+        self.starved = False  # the watchdog holds the robot: no fresh chunk before the committed actions ran out
+        self.policy_lost_stops = 0
+        self.resyncs = 0  # a fade-in / resume restarted the command at the measured pose
+        self.move: PoseMove | None = None  # ~/move_to_pose in progress
+        self._tick_gaps: deque[float] = deque(maxlen=200)  # recent tick lengths: the watchdog's margin for late ticks
+        self.configure_monitors(())
+
         if chunk_length is not None:
             error = self.set_contract(chunk_length, limits.step_period if step_period is None else step_period)
             if error:
@@ -243,6 +255,81 @@ class ChunkExecutor:
             self.message = "chunk contract holds: waiting for a chunk"
         return None
 
+    # ------------------------------------------------------------------ safety monitors
+    def configure_monitors(self, gripper_indices, tracking_overrides=None) -> None:
+        """Per-joint tolerances of the tracking monitor and the resync (grippers: fractions of their range)."""
+        lim, cfg = self.limits, self.cfg
+        tol = tracking_tolerances(lim.names, lim.lower, lim.upper, gripper_indices, cfg.tracking_tolerance,
+                                  cfg.tracking_gripper_fraction, tracking_overrides)
+        self.tracking = TrackingMonitor(lim.names, tol, cfg.tracking_grace, cfg.tracking_lag)
+        # grippers keep their command: one closed on an object is away from it by design, and restarting
+        # it at the measured opening would loosen the grasp
+        self._resync_tol = np.full(self.dof, cfg.resync_tolerance)
+        self._resync_tol[list(gripper_indices)] = np.inf
+
+    def state_age(self, now: float) -> float:
+        return math.inf if self.measured_stamp is None else now - self.measured_stamp
+
+    def _state_fresh(self, now: float) -> bool:
+        return self.state_age(now) <= self.cfg.state_timeout
+
+    def _moving(self) -> bool:
+        return self.state in (ExecState.FADE_IN, ExecState.RUNNING) or self.move is not None
+
+    def _resync_at_rest(self, now: float) -> bool:
+        """Before a fade-in or resume from rest: restart the command at the measured pose when the robot is not
+        where the hold command is (moved by hand, sagged after a hardware stop, teach mode), so that the
+        policy takes over from where the robot really is instead of yanking it back. True when it did."""
+        if self.state not in (ExecState.IDLE, ExecState.HOLDING) or self.measured is None or self.traj is None:
+            return False
+        if (self.stop is not None and now < self.stop.end_time) or self.move is not None:
+            return False  # still decelerating / moving: the robot follows the command
+        p_cmd = self.traj.evaluate(now)[0]
+        dev = np.abs(self.measured - p_cmd)
+        if np.all(dev <= self._resync_tol):
+            return False
+        j = int(np.argmax(dev / np.maximum(self._resync_tol, 1e-12)))
+        log.warning("the measured pose is %.3f from the hold command at joint %s: restarting from the measured pose", dev[j], self.limits.names[j])
+        self.resyncs += 1
+        q = np.where(np.isfinite(self._resync_tol), self.measured, p_cmd)
+        q = np.clip(q, self.limits.lower, self.limits.upper)
+        self.traj = HoldTrajectory(q)
+        self.plan = None
+        self.stop = None
+        self.guard.reset(now, q)
+        return True
+
+    def move_to(self, now: float, target: np.ndarray, label: str, velocity_scale: float = 0.0) -> tuple[bool, str, float]:
+        """~/move_to_pose: leave the policy and move to ``target`` (jerk-limited, ruckig); chunks wait until it ends."""
+        if self.estop_latch.active:
+            return False, "e-stop latched: call reset_estop first", 0.0
+        if not self.enabled:
+            return False, "the executor is disabled: enable it first (~/enable)", 0.0
+        if self.traj is None or not self._state_fresh(now):
+            return False, f"no joint state fresher than state_timeout ({self.cfg.state_timeout} s): not moving", 0.0
+        scale = float(velocity_scale) if velocity_scale > 0 else self.cfg.move_velocity_scale
+        if not (0 < scale <= 1):
+            return False, f"velocity_scale must be in (0, 1], got {velocity_scale}", 0.0
+        if not self._moving():
+            self._resync_at_rest(now)
+        p, v, a = self.traj.evaluate(now)
+        a_max = self.limits.acceleration * self.cfg.limit_budget * scale
+        try:
+            move = PoseMove(now, p, v, a, np.clip(target, self.limits.lower, self.limits.upper), self.limits.velocity * scale,
+                            a_max, a_max * self.cfg.move_jerk_factor, label)
+        except ValueError as exc:
+            return False, str(exc), 0.0
+        self.plan = None
+        self.stop = None
+        self._suspended = None
+        self._outstanding = None
+        self.strategy.reset()
+        self.move = move
+        self.traj = move
+        self.state = ExecState.HOLDING
+        self.message = f"moving to {label} ({move.duration:.2f} s)"
+        return True, self.message, move.duration
+
     # ------------------------------------------------------------------ inputs
     def on_measured_state(self, stamp: float, position: np.ndarray) -> None:
         q = np.asarray(position, dtype=np.float64)
@@ -250,15 +337,23 @@ class ChunkExecutor:
             return
         self.measured = q.copy()
         self.measured_stamp = float(stamp)
+        why = self.tracking.update(float(stamp), q, self._cmd_hist, active=self._moving() and self.enabled)
+        if why is not None:
+            log.error("%s: latching a stop", why)
+            self.estop(self.last.stamp if self.last is not None else float(stamp), why)
 
     def set_enabled(self, now: float, enabled: bool, reason: str = "") -> None:
         if enabled == self.enabled:
             return
         self.enabled = enabled
         if not enabled:
+            self.move = None
             self._begin_stop(now, ExecState.HOLDING, reason or "disabled")
-        elif self.state == ExecState.HOLDING:
-            self.message = "enabled: waiting for a chunk"
+        else:
+            self.enabled_once = True
+            self._resync_at_rest(now)
+            if self.state == ExecState.HOLDING:
+                self.message = "enabled: waiting for a chunk"
 
     def on_chunk(self, chunk: ActionChunk, now: float) -> ChunkResult:
         if self.state == ExecState.ESTOP:
@@ -274,6 +369,12 @@ class ChunkExecutor:
         if contract is None:
             self.chunks_ignored += 1
             return ChunkResult(False, self.contract_error or "the policy's chunk contract (PolicyStatus chunk_length, step_period) is not known yet: chunk ignored")
+        if self.move is not None:
+            self.chunks_ignored += 1
+            return ChunkResult(False, f"{self.message}: chunk ignored")
+        if not self._state_fresh(now):
+            self.chunks_ignored += 1
+            return ChunkResult(False, f"joint states are {self.state_age(now):.2f} s old (state_timeout {self.cfg.state_timeout} s): chunk ignored")
         why = self.validator.check(chunk)
         if why is None:
             if chunk.num_steps != contract.chunk_length:
@@ -299,6 +400,7 @@ class ChunkExecutor:
             self.late_chunks += 1
             log.warning("chunk arrived %d actions after its observation, beyond max_delay %d: its first actions were already "
                         "due (raise max_delay / lower the execution horizon, or speed up inference)", delay, contract.max_delay)
+        self._resync_at_rest(now)  # a fade-in starts where the robot is
         p_now, v_now, a_now = self.traj.evaluate(now)
         try:
             times, positions = self.strategy.merge(cp, now, self.plan, delay, p_now)
@@ -308,6 +410,7 @@ class ChunkExecutor:
         except ValueError as exc:
             return self.reject(now, f"chunk could not be merged: {exc}")
         self._suspended = None
+        self.starved = False
         self._switch_to(plan, now, p_now, v_now, a_now)
         self._last_chunk_stamp = chunk.stamp
         # every strategy keeps the chunk's spacing and its last action, so the last planned time minus the
@@ -392,7 +495,7 @@ class ChunkExecutor:
         on an overloaded machine, see ``policy_alive``) the robot blends back into it.
         """
         if self.state in (ExecState.FADE_IN, ExecState.RUNNING):
-            self.watchdog_stops += 1
+            self.policy_lost_stops += 1
             self._suspended = self.plan
             self._begin_stop(now, ExecState.HOLDING, f"holding: {reason}")
         self._outstanding = None
@@ -405,6 +508,9 @@ class ChunkExecutor:
         plan, self._suspended = self._suspended, None
         if plan is None or self.state != ExecState.HOLDING or self.estop_latch.active or not self.enabled or self.traj is None:
             return False
+        if not self._state_fresh(now):
+            return False
+        self._resync_at_rest(now)
         p, v, a = self.traj.evaluate(now)
         if now + stop_profile_duration(v, a, self._a_plan) + self.cfg.blend_time + self.cfg.stop_margin >= plan.end_time:
             return False  # too little of it left: wait for a fresh chunk instead
@@ -416,6 +522,7 @@ class ChunkExecutor:
     def estop(self, now: float, reason: str = "e-stop requested") -> bool:
         first = self.estop_latch.trigger(reason)
         self._suspended = None
+        self.move = None
         if self.traj is not None:
             self._begin_stop(now, ExecState.ESTOP, f"E-STOP latched: {reason}")
         self.state = ExecState.ESTOP
@@ -431,8 +538,9 @@ class ChunkExecutor:
         # Keep commanding where the stop ended (or finish the stop first): the command stream stays
         # continuous; the next chunk fades in from there.
         self.state = ExecState.HOLDING
-        self.message = "e-stop reset: waiting for a chunk (will fade in)"
+        self.message = "e-stop reset: waiting for a chunk (will fade in) or ~/move_to_pose"
         self.delays.reset()
+        self._resync_at_rest(now)
         return True
 
     def _clock_jumped(self, now: float) -> None:
@@ -503,6 +611,8 @@ class ChunkExecutor:
                 self.state = ExecState.IDLE
                 self.message = "holding the measured pose: waiting for the first chunk"
         executing = self.plan is not None and self.stop is None and self.state in (ExecState.FADE_IN, ExecState.RUNNING)
+        if self.last is not None and now > self.last.stamp:
+            self._tick_gaps.append(now - self.last.stamp)
         if self.last is not None and executing:
             self._exec_time += max(0.0, now - max(self.last.stamp, self._exec_since))
         self._exec_hist_t.append(now)
@@ -510,6 +620,13 @@ class ChunkExecutor:
         if self.state == ExecState.FADE_IN and now >= self._fade_until:
             self.state = ExecState.RUNNING
             self.message = "running"
+        if self.move is not None and now >= self.move.end_time:
+            self.traj, self.move = HoldTrajectory(self.move.target), None
+            self.message = "at the requested pose: holding (the policy fades in with its next chunk)"
+        if (executing or self.move is not None) and not self._state_fresh(now):
+            self.move = None
+            self._begin_stop(now, ExecState.HOLDING, f"holding: joint states are {self.state_age(now):.2f} s old (state_timeout {self.cfg.state_timeout} s)")
+            executing = False
         if executing:
             self._watchdog(now)
         if isinstance(self.traj, TransitionTrajectory):
@@ -530,7 +647,9 @@ class ChunkExecutor:
             return
         p, v, a = self.traj.evaluate(now)
         T = stop_profile_duration(v, a, self._a_plan)
-        if now + T + self.cfg.stop_margin < plan.end_time:
+        # the next tick may come late (a loaded machine, sim time in bursts): keep the largest recent gap in hand
+        late = min(max(self._tick_gaps), self.cfg.watchdog_late_tick) if self._tick_gaps else 0.0
+        if now + T + self.cfg.stop_margin + late < plan.end_time:
             return
         if self.strategy.rests_at_plan_end:
             # the planned end of a chunk (sync): come to rest and ask for the next one
@@ -540,6 +659,7 @@ class ChunkExecutor:
             self.message = "chunk executed: waiting for the next one"
             return
         self.watchdog_stops += 1
+        self.starved = True
         self._begin_stop(now, ExecState.HOLDING, "holding: no fresh chunk before the committed actions ran out")
 
     def _reanchor(self, now: float, p: np.ndarray, v: np.ndarray, a: np.ndarray) -> None:
@@ -571,7 +691,7 @@ class ChunkExecutor:
         return self.delays.expected()
 
     def wants_request(self, now: float) -> bool:
-        if self.state == ExecState.ESTOP or not self.enabled or self.traj is None or self.contract is None:
+        if self.state == ExecState.ESTOP or not self.enabled or self.traj is None or self.contract is None or self.move is not None:
             return False
         if self._outstanding is not None and now - self._outstanding < self.cfg.request_timeout:
             return False
@@ -632,17 +752,24 @@ class ChunkExecutor:
         return start, self.dt, out
 
     # ------------------------------------------------------------------ output helpers
-    def preview(self, now: float, horizon: float, spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def preview(self, now: float, horizon: float, spacing: float, lead: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Points for a streamed ``JointTrajectory``: the trajectory over ``horizon`` then a stop.
 
         The tail decelerates to rest within the limits, so if the executor dies the controller
-        finishes the last message at rest instead of stopping dead or extrapolating.
+        finishes the last message at rest instead of stopping dead or extrapolating. With ``lead`` > 0
+        the first point is ``lead`` s after ``now``: a message that takes less than that to arrive
+        holds no point in the past (a joint_trajectory_controller skips those, or rejects the whole
+        trajectory when every point is past); the controller interpolates from its state to it.
         """
         if self.traj is None or self.last is None:
             raise RuntimeError("no command yet")
         n = max(1, int(round(horizon / spacing)))
-        times = [now]
-        pts = [(self.last.position, self.last.velocity, self.last.acceleration)]
+        if lead > 0:
+            now = now + lead
+            times, pts = [now], [self.traj.evaluate(now)]
+        else:
+            times = [now]
+            pts = [(self.last.position, self.last.velocity, self.last.acceleration)]
         for i in range(1, n + 1):
             t = now + spacing * i
             p, v, a = self.traj.evaluate(t)
@@ -693,5 +820,14 @@ class ChunkExecutor:
             "step_period": c.step_period if c else 0.0,
             "contract_error": self.contract_error,
             "late_chunks": self.late_chunks,
+            "enabled": self.enabled,
+            "starved": self.starved,
+            "policy_lost_stops": self.policy_lost_stops,
+            "state_age": self.state_age(self.last.stamp) if self.last is not None else math.inf,
+            "tracking_error_max": self.tracking.error_max,
+            "tracking_error_joint": self.tracking.error_joint,
+            "tracking_trips": self.tracking.trips,
+            "resyncs": self.resyncs,
+            "moving_to": self.move.label if self.move is not None else "",
             "message": self.message,
         }

@@ -11,12 +11,16 @@ from a policy, so the executor does it itself:
 * :class:`CommandGuard` - the last line, applied to every command tick: clamps position to the
   limits and the change per tick to the velocity, acceleration and per-step limits, and counts
   every tick where it had to act ("limit hits");
-* :class:`EStopLatch` - a latched e-stop that only an explicit reset clears.
+* :class:`EStopLatch` - a latched e-stop that only an explicit reset clears;
+* :class:`SafetyMonitorConfig` - the parameters of the monitors around the executor: joint-state
+  freshness (``state_timeout``), the tracking monitor (``motus_core/runtime/tracking.py``), the
+  resynchronisation of the command with the measured pose before a resume, and ``~/move_to_pose``
+  (``motus_core/runtime/motion.py``).
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -271,3 +275,26 @@ class EStopLatch:
         self.reason = ""
         return was
 
+
+
+@dataclass
+class SafetyMonitorConfig:
+    """Monitors around the executor (the executor's config inherits these fields; see docs/runtime.md "Safety")."""
+
+    state_timeout: float = field(default=0.5, metadata={"help": "s (robot clock): no motion unless the newest complete joint state is younger; a moving robot stops when they get older"})
+    resync_tolerance: float = field(default=0.05, metadata={"help": "rad: before a fade-in or resume at rest, the command restarts at the measured pose when an arm joint is further than this from it (above a servo's steady-state error; grippers keep their command)"})
+    tracking_tolerance: float = field(default=0.3, metadata={"help": "tracking monitor: |measured - commanded| above this (rad, arm joints) while moving latches a stop; profile extra.tracking_tolerance (per joint) overrides"})
+    tracking_gripper_fraction: float = field(default=0.6, metadata={"help": "tracking monitor: tolerance of a gripper as a fraction of its range (a gripper closed on an object stays open)"})
+    tracking_grace: float = field(default=0.1, metadata={"help": "s the tracking error must stay above the tolerance before the stop latches"})
+    tracking_lag: float = field(default=0.1, metadata={"help": "s of commands a joint state is compared with (servo delay)"})
+    watchdog_late_tick: float = field(default=0.1, metadata={"help": "s: the watchdog starts the stop this much earlier at most, by the largest recent tick gap (a loaded machine, sim time in bursts)"})
+    move_velocity_scale: float = field(default=0.3, metadata={"help": "~/move_to_pose: fraction of the velocity limits when the request gives none"})
+    move_jerk_factor: float = field(default=10.0, metadata={"help": "~/move_to_pose: jerk limit = this x the acceleration limit (1/s)"})
+
+    def validate_safety(self) -> None:
+        if self.state_timeout <= 0 or self.tracking_tolerance <= 0 or not (0 < self.tracking_gripper_fraction <= 1):
+            raise ValueError("state_timeout and tracking_tolerance must be > 0, tracking_gripper_fraction in (0, 1]")
+        if self.tracking_grace < 0 or self.tracking_lag < 0 or self.resync_tolerance < 0 or self.watchdog_late_tick < 0:
+            raise ValueError("tracking_grace, tracking_lag and resync_tolerance must be >= 0")
+        if not (0 < self.move_velocity_scale <= 1) or self.move_jerk_factor <= 0:
+            raise ValueError("move_velocity_scale must be in (0, 1] and move_jerk_factor > 0")

@@ -12,7 +12,8 @@ from motus_core.runtime.strategies import strategy_names
 from .spec import Argument, NodeSpec
 
 ARGUMENTS = (
-    Argument("policy", "tiny_motus", "policy: tiny_motus, replay:<file.npy|file.pt|dataset#episode>, or a checkpoint directory"),
+    Argument("policy", "", "policy: tiny_motus, replay:<file.npy|file.pt|dataset#episode>, or a checkpoint directory "
+             "(default tiny_motus in the simulator; required on real hardware)"),
     Argument("policy_options", "", "policy options, space separated key=value (e.g. 'align=state perturb=0.01' for replay)"),
     Argument("device", "cpu", "policy device (cpu, cuda, cuda:1)"),
     Argument("strategy", "", "chunk execution strategy ('' = executor.yaml's, else the executor's default rtc)", choices=("",) + strategy_names()),
@@ -24,13 +25,23 @@ ARGUMENTS = (
 )
 
 
+SIM_DEFAULT_POLICY = "tiny_motus"
+
+
 def policy_nodes(args: dict[str, str]) -> list[NodeSpec]:
-    policy_params = {"policy": args["policy"], "instruction": args["instruction"], "device": args["device"]}
+    sim = args.get("hardware", "sim") == "sim"
+    policy = args["policy"] or (SIM_DEFAULT_POLICY if sim else "")
+    if not policy:
+        # a random-weight test model must never drive a real robot by default
+        raise ValueError("argument 'policy' is required with a real robot (hardware:=none): pass policy:=<checkpoint "
+                         "directory | replay:...>; only the simulator defaults to tiny_motus")
+    policy_params = {"policy": policy, "instruction": args["instruction"], "device": args["device"]}
     options = args.get("policy_options", "").split()
     if options:
         policy_params["options"] = options
     run_time = float(args["run_time"])
-    executor_params = {"run_time": run_time}
+    # real hardware: the executor starts disabled and waits for ~/enable (or a RunTask goal with enable)
+    executor_params = {"run_time": run_time, "hardware": "sim" if sim else "real"}
     # arguments left empty were not given: the YAML (or the dataclass default) decides, never the argument's default
     for name in ("strategy", "command_interface"):
         if args.get(name):

@@ -23,12 +23,17 @@ layer; see docs/runtime.md). Everything robot-specific comes from the robot prof
   sent to ``<controller>/follow_joint_trajectory`` (each goal preempts the previous one). Needs
   ``control_msgs``, which is not on PyPI: with a pip-only install the node refuses this interface
   at start with a clear error.
-* Inputs: the profile's joint-state topics (measured pose for the fade-in), ``chunk_topic``,
-  ``policy_status_topic`` (subscribed with DDS liveliness ``policy_lease``: when the policy process
-  dies the executor stops at once instead of finishing the committed actions).
+* Inputs: the profile's joint-state topics (measured pose: fade-ins and resumes start there, the
+  tracking monitor compares it with the command, no motion without one younger than
+  ``state_timeout``), ``chunk_topic``, ``policy_status_topic`` (subscribed with DDS liveliness
+  ``policy_lease``: reports whether the policy process is there; the watchdog, not the lease, stops
+  the robot when the committed actions run out; ``stop_on_policy_lost`` also stops at once).
+* Real hardware (``hardware`` real, or auto without sim time) starts disabled and publishes nothing
+  until ``~/enable`` (or a RunTask goal with ``enable``); in the simulator ``enabled`` applies.
 * ``/executor/plan``: the request for the next chunk, carrying the committed plan (RTC prefix) and
   the expected delay; ``~/status`` (``ExecutorStatus``); services ``~/estop`` and ``~/reset_estop``
   (``std_srvs/Trigger``; the e-stop is latched until reset); ``~/enable`` (``std_srvs/SetBool``);
+  ``~/move_to_pose`` (``motus_msgs/MoveToPose``: to a profile pose or positions, jerk-limited);
   action ``~/run_task`` (``motus_msgs/RunTask``: run the policy for a given time, see motus_ros/run_task.py).
 * ``run_time`` > 0: after that many seconds of the node clock since the first chunk the robot is
   stopped, a summary is printed (and written to ``summary_file``) and the node exits with 0.
@@ -61,9 +66,12 @@ from motus_core.rejections import RejectionLog, cause_of
 from motus_core.robot_profile import load_profile
 from motus_core.runtime import metrics
 from motus_core.runtime.executor import ChunkExecutor, ExecutorConfig
+from motus_core.runtime.liveness import PolicyLiveness, PolicyProcess
+from motus_core.runtime.motion import profile_poses, resolve_target
 from motus_core.runtime.safety import JointLimits
 from motus_msgs.msg import ActionChunk as ActionChunkMsg
 from motus_msgs.msg import ExecutorStatus, PolicyStatus
+from motus_msgs.srv import MoveToPose
 from motus_ros.params import declare_parameters
 from motus_ros.run_task import RunTaskServer
 from motus_ros.conversions import ConversionError, JointVectorAssembler
@@ -71,6 +79,7 @@ from motus_ros.command_output import CommandOutput
 from motus_ros.runtime_msgs import ChunkMessageError, msg_to_chunk, plan_to_msg
 
 INTERFACES = ("auto", "joint_trajectory", "joint_state", "follow_joint_trajectory")
+HARDWARE = ("auto", "sim", "real")
 
 
 @dataclass
@@ -81,14 +90,16 @@ class ExecutorNodeParams(ExecutorConfig):
     trajectory_rate_hz: float = field(default=50.0, metadata={"help": "JointTrajectory / FollowJointTrajectory messages per second"})
     trajectory_horizon: float = field(default=0.25, metadata={"help": "s of planned motion per trajectory message (then a stop to rest); covers late delivery"})
     trajectory_point_period: float = field(default=0.02, metadata={"help": "s between trajectory points"})
+    trajectory_lead: float = field(default=0.1, metadata={"help": "s between a trajectory message's stamp and its first point: longer than the delivery, so no point is in the past on arrival"})
     joint_state_velocity: bool = field(default=False, metadata={"help": "also fill JointState.velocity (not for Piper drivers: velocity[6] = speed %)"})
     chunk_topic: str = field(default="/policy/action_chunk", metadata={"help": "motus_msgs/ActionChunk topic of the policy"})
     plan_topic: str = field(default="/executor/plan", metadata={"help": "where the plan (chunk request + RTC prefix) is published"})
     policy_status_topic: str = field(default="/policy/status", metadata={"help": "PolicyStatus topic, watched with DDS liveliness"})
-    policy_lease: float = field(default=0.06, metadata={"help": "s, liveliness lease requested on the policy status (0 = do not watch)"})
+    policy_lease: float = field(default=1.0, metadata={"help": "s, DDS liveliness lease requested on the policy status (>= the policy's liveliness_lease; 0 = do not watch): reports a gone policy process"})
+    stop_on_policy_lost: bool = field(default=False, metadata={"help": "also stop as soon as the policy's liveliness is lost (default: the watchdog stops when the committed actions run out)"})
     status_rate_hz: float = field(default=20.0, metadata={"help": "rate of ~/status"})
-    state_timeout: float = field(default=0.5, metadata={"help": "s (node clock) without a joint state before the executor refuses to start moving"})
-    enabled: bool = field(default=True, metadata={"help": "follow the policy from the start (else wait for ~/enable)"})
+    hardware: str = field(default="auto", metadata={"help": "auto | sim | real: real hardware starts disabled (auto: sim when use_sim_time is true, the simulator's /clock)"})
+    enabled: bool = field(default=True, metadata={"help": "simulator only: follow the policy from the start (else wait for ~/enable); real hardware always starts disabled"})
     run_time: float = field(default=0.0, metadata={"help": "s of the node clock after the first chunk, then stop, summarise and exit (0 = run until interrupted)"})
     summary_file: str = field(default="", metadata={"help": "write the run summary (JSON) here when the node stops"})
     record_file: str = field(default="", metadata={"help": "write the recent command stream (npz: t, position, velocity, acceleration, state, switches, chunks) here when the node stops"})
@@ -115,7 +126,19 @@ class ExecutorNode(Node):
         self.get_logger().info(
             f"Limits: robot profile {self.profile.name!r}" + (f", tightened by the URDF for {len(urdf_joints)} joints" if urdf_joints else ""))
         self.core = ChunkExecutor(core, self.limits)
-        self.core.enabled = p.enabled
+        self.core.configure_monitors(self.profile.gripper_indices, self.profile.extra.get("tracking_tolerance"))
+        self.poses = profile_poses(self.profile)
+        if p.hardware not in HARDWARE:
+            raise ValueError(f"hardware must be one of {HARDWARE}, got {p.hardware!r}")
+        use_sim_time = bool(self.get_parameter("use_sim_time").value)
+        self.real_hardware = p.hardware == "real" or (p.hardware == "auto" and not use_sim_time)
+        if self.real_hardware:
+            # nothing moves, nothing is even published, before an explicit enable (~/enable, RunTask enable)
+            self.core.enabled = self.core.enabled_once = False
+            self.get_logger().warning("Real hardware: the executor starts DISABLED and sends no command; "
+                                      "call ~/enable (or a RunTask goal with enable) with the e-stop at hand.")
+        else:
+            self.core.enabled = p.enabled
         self.lock = threading.Lock()
         interface = p.command_interface
         if interface == "auto":
@@ -133,8 +156,8 @@ class ExecutorNode(Node):
         for src in self.profile.state_sources:
             self.create_subscription(JointState, src.topic, self._state_cb(src.topic), joints_qos)
         self.create_subscription(ActionChunkMsg, p.chunk_topic, self._on_chunk, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
-        self._policy_alive = None
         self._contract_reported = ""
+        self.liveness = PolicyLiveness()
         if p.policy_lease > 0:
             qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, liveliness=LivelinessPolicy.AUTOMATIC,
                              liveliness_lease_duration=Duration(seconds=p.policy_lease))
@@ -149,6 +172,7 @@ class ExecutorNode(Node):
         self.create_service(Trigger, "~/estop", self._on_estop)
         self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)
         self.create_service(SetBool, "~/enable", self._on_enable)
+        self.create_service(MoveToPose, "~/move_to_pose", self._on_move_to_pose)
         self.run_task = RunTaskServer(self, instruction_service=p.instruction_service, success_topic=p.success_topic)
         self.create_timer(1.0 / p.status_rate_hz, self._publish_status)
         # run bookkeeping
@@ -167,6 +191,7 @@ class ExecutorNode(Node):
         self._hist_v = np.zeros((n_hist, self.profile.dof))
         self._hist_a = np.zeros((n_hist, self.profile.dof))
         self._hist_s = np.zeros(n_hist, dtype=np.int8)
+        self._hist_e = np.zeros(n_hist)  # end of the committed plan (nan: none): the watchdog's bound
         self._hist_n = 0
         self.chunk_log: deque[tuple[float, float, int, int, float]] = deque(maxlen=5000)  # (arrival, stamp, accepted, delay, latency)
         self.latencies: deque[float] = deque(maxlen=2000)
@@ -220,8 +245,7 @@ class ExecutorNode(Node):
             self.rejections.reject(f"chunk: {cause_of(res.reason)}", f"chunk {msg.chunk_id} from {msg.model or '?'}: {res.reason}")
 
     def _on_policy_status(self, msg: PolicyStatus) -> None:
-        if self._policy_alive is None:
-            self._policy_alive = True
+        self.liveness.on_status(self.now())
         if msg.chunk_length > 0:
             self._set_contract(int(msg.chunk_length), float(msg.step_period))
 
@@ -238,19 +262,24 @@ class ExecutorNode(Node):
                 self.get_logger().info(f"Chunk contract: {text}")
 
     def _on_liveliness(self, info) -> None:
-        alive = info.alive_count > 0
-        if alive == self._policy_alive:
-            return
-        self._policy_alive = alive
         now = self.now()
-        if not alive:
+        if not self.liveness.on_liveliness(now, info.alive_count > 0):
+            return
+        lease = self.params.policy_lease
+        if self.liveness.state == PolicyProcess.GONE:
             with self.lock:
-                self.core.policy_lost(now, "the policy node stopped asserting liveliness (process gone?)")
-            self.get_logger().error("Policy lost (no liveliness within the lease): holding the robot.")
+                committed = self.core.status()["committed_actions"]
+                if self.params.stop_on_policy_lost:
+                    self.core.policy_lost(now, "the policy process is gone (no DDS liveliness)")
+            then = "holding the robot now" if self.params.stop_on_policy_lost else \
+                f"the watchdog holds the robot before its {committed} committed actions run out"
+            self.get_logger().error(f"Policy process gone (no DDS liveliness within {lease:.2f} s): {then}.")
         else:
-            with self.lock:
-                resumed = self.core.policy_alive(now)
-            self.get_logger().info("Policy alive" + (" again: resuming its plan." if resumed else "."))
+            resumed = False
+            if self.params.stop_on_policy_lost:
+                with self.lock:
+                    resumed = self.core.policy_alive(now)
+            self.get_logger().info("Policy process back" + (": resuming its plan." if resumed else "."))
 
     # ------------------------------------------------------------------ services
     def _on_estop(self, request, response):
@@ -271,10 +300,35 @@ class ExecutorNode(Node):
         return response
 
     def _on_enable(self, request, response):
+        response.success, response.message = self.set_enabled(bool(request.data), "~/enable")
+        return response
+
+    def set_enabled(self, enabled: bool, who: str) -> tuple[bool, str]:
+        """Enable (follow the policy, from the measured pose) or disable (decelerate and hold)."""
+        now = self.now()
         with self.lock:
-            self.core.set_enabled(self.now(), bool(request.data), "disabled by ~/enable")
-        response.success = True
-        response.message = "enabled" if request.data else "disabled: stopping and holding"
+            if enabled and self.core.state_age(now) > self.core.cfg.state_timeout:
+                age = self.core.state_age(now)
+                return False, (f"not enabled: no joint state fresher than state_timeout ({self.core.cfg.state_timeout} s; newest: "
+                               + ("none" if age == float("inf") else f"{age:.2f} s old") + ")")
+            self.core.set_enabled(now, enabled, f"disabled by {who}")
+        msg = "enabled: the policy takes over from the measured pose" if enabled else "disabled: stopping and holding"
+        self.get_logger().info(f"{who}: {msg}")
+        return True, msg
+
+    def _on_move_to_pose(self, request, response):
+        try:
+            target, label = resolve_target(self.poses, self.limits, request.pose, request.positions)
+        except ValueError as exc:
+            response.success, response.message, response.duration = False, str(exc), 0.0
+        else:
+            with self.lock:
+                ok, msg, duration = self.core.move_to(self.now(), target, label, float(request.velocity_scale))
+            response.success, response.message, response.duration = ok, msg, float(duration)
+        if response.success:
+            self.get_logger().info(f"~/move_to_pose: {response.message}")
+        else:
+            self.get_logger().warning(f"~/move_to_pose refused: {response.message}")
         return response
 
     # ------------------------------------------------------------------ command loop
@@ -336,17 +390,20 @@ class ExecutorNode(Node):
             return  # sim time not received yet
         with self.lock:
             cmd = self.core.tick(now)
-            if cmd is None:
-                return
+            if cmd is None or not self.core.enabled_once:
+                return  # no joint state yet, or real hardware never enabled: send nothing
             preview = None
             if self.output.interface != "joint_state" and self.ticks % traj_every == 0:
-                preview = self.core.preview(now, self.params.trajectory_horizon, self.params.trajectory_point_period)
+                preview = self.core.preview(now, self.params.trajectory_horizon, self.params.trajectory_point_period,
+                                            lead=self.params.trajectory_lead)
             request = self.core.make_request(now) if self.core.wants_request(now) else None
+            plan_end = self.core.plan.end_time if self.core.plan is not None and self.core.stop is None else np.nan
         self.ticks += 1
         self.tick_times.append(time.monotonic())
         self.output.publish(cmd, preview)
         i = self._hist_n % self._hist_t.shape[0]
         self._hist_t[i], self._hist_p[i], self._hist_v[i], self._hist_a[i], self._hist_s[i] = now, cmd.position, cmd.velocity, cmd.acceleration, int(cmd.state)
+        self._hist_e[i] = plan_end
         self._hist_n += 1
         if request is not None:
             self.plan_pub.publish(plan_to_msg(request, self.profile.joint_names))
@@ -374,7 +431,16 @@ class ExecutorNode(Node):
         msg.execution_horizon = int(st["execution_horizon"])
         msg.max_delay = int(st["max_delay"])
         msg.step_period = float(st["step_period"])
-        msg.message = st["message"]
+        msg.enabled = bool(st["enabled"])
+        msg.policy_process = int(self.liveness.state)
+        msg.starved = bool(st["starved"])
+        msg.watchdog_stops = int(st["watchdog_stops"])
+        age = st["state_age"]
+        msg.state_age = float(age) if np.isfinite(age) else -1.0
+        msg.tracking_error_max = float(st["tracking_error_max"])
+        msg.tracking_error_joint = st["tracking_error_joint"]
+        msg.message = st["message"] if self.core.enabled_once else \
+            "disabled (real hardware): nothing is sent until ~/enable or a RunTask goal with enable"
         self.status_pub.publish(msg)
 
     def _command_rate(self) -> float:
@@ -393,7 +459,9 @@ class ExecutorNode(Node):
         order = (np.arange(n) + (self._hist_n - n)) % self._hist_t.shape[0]
         out = {"strategy": st["strategy"], "state": st["state_name"], "chunks_received": st["chunks_received"],
                "chunks_rejected": st["chunks_rejected"], "limit_hits": st["limit_hits"], "limit_hits_by_kind": st["limit_hits_by_kind"],
-               "watchdog_stops": st["watchdog_stops"], "clock_jumps": st["clock_jumps"], "delay_actions": st["delay_stats"], "rejections": list(self.core.rejections)[-5:],
+               "watchdog_stops": st["watchdog_stops"], "policy_lost_stops": st["policy_lost_stops"],
+               "policy_process_lost": self.liveness.lost, "tracking_trips": st["tracking_trips"], "resyncs": st["resyncs"],
+               "clock_jumps": st["clock_jumps"], "delay_actions": st["delay_stats"], "rejections": list(self.core.rejections)[-5:],
                "contract": {k: st[k] for k in ("chunk_length", "execution_horizon", "max_delay", "step_period")}, "late_chunks": st["late_chunks"]}
         if n > 10:
             t, P, V, A = self._hist_t[order], self._hist_p[order], self._hist_v[order], self._hist_a[order]
@@ -439,7 +507,7 @@ class ExecutorNode(Node):
             jumps = np.array(list(self.core.clock_jump_times)).reshape(-1, 2)
             st = self.core.status()
         np.savez(path, t=self._hist_t[order], position=self._hist_p[order], velocity=self._hist_v[order],
-                 acceleration=self._hist_a[order], state=self._hist_s[order], switches=switches,
+                 acceleration=self._hist_a[order], state=self._hist_s[order], plan_end=self._hist_e[order], switches=switches,
                  chunks=np.array(self.chunk_log).reshape(-1, 5), clock_jumps=jumps, lower=self.limits.lower, upper=self.limits.upper,
                  velocity_limit=self.limits.velocity, acceleration_limit=self.limits.acceleration,
                  status=json.dumps(st, default=str))

@@ -81,7 +81,7 @@ class PolicyNodeParams:
     seed: int = field(default=-1, metadata={"help": "sampling seed per chunk = seed + chunk id (< 0: the policy's own generator)"})
     status_rate_hz: float = field(default=10.0, metadata={"help": "rate of ~/status (also the liveliness heartbeat)"})
     diagnostics_rate_hz: float = field(default=1.0, metadata={"help": "rate of /diagnostics"})
-    liveliness_lease: float = field(default=0.06, metadata={"help": "s, DDS liveliness lease offered on ~/status (<= the executor's policy_lease)"})
+    liveliness_lease: float = field(default=1.0, metadata={"help": "s, DDS liveliness lease offered on ~/status (<= the executor's policy_lease); long enough for a loaded machine: the executor's watchdog, not the lease, protects the robot"})
     image_qos_depth: int = field(default=2, metadata={"help": "queue depth of camera subscriptions (best effort)"})
     realtime_priority: int = field(default=0, metadata={"help": "SCHED_FIFO priority of the inference thread (observation path + model call); "
                                                            "only where the model runs on a GPU, never on a CPU-only machine shared with the executor"})

@@ -1,0 +1,341 @@
+"""Safety monitors of the chunk executor (ROS-free): resume from the measured pose, tracking monitor,
+joint-state freshness, move to pose (ruckig), policy liveliness bookkeeping, the trajectory lead.
+
+A fake robot follows the commands exactly unless it is "released" (teach mode, motors off, a hand
+moving it): then its measured pose is whatever the test says and commands are ignored.
+"""
+import numpy as np
+import pytest
+
+from motus_core.policy.base import ActionChunk
+from motus_core.robot_profile import available_profiles, load_profile
+from motus_core.runtime import metrics
+from motus_core.runtime.executor import ChunkExecutor, ExecState, ExecutorConfig
+from motus_core.runtime.liveness import PolicyLiveness, PolicyProcess
+from motus_core.runtime.motion import profile_poses, resolve_target
+from motus_core.runtime.safety import JointLimits
+from motus_core.runtime.tracking import TrackingMonitor
+
+DT = 0.005
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return load_profile("sim_aloha")
+
+
+@pytest.fixture(scope="module")
+def limits(profile):
+    return JointLimits.from_profile(profile, use_urdf=False)
+
+
+class FakeRobot:
+    def __init__(self, q):
+        self.q = np.array(q, dtype=float)
+        self.released = False  # True: ignores commands (teach mode / moved by hand)
+        self.publishing = True  # False: the driver stopped sending joint states
+
+    def follow(self, cmd):
+        if not self.released:
+            self.q = cmd.position.copy()
+
+
+class Loop:
+    """Ticks the executor at 200 Hz and records the command stream."""
+
+    def __init__(self, ex, robot, t=0.0):
+        self.ex, self.robot, self.t = ex, robot, t
+        self.T, self.P, self.S = [], [], []
+
+    def run(self, until, each=None, step=None):
+        """Tick until ``until``; ``step(i)`` gives the i-th tick length (default 5 ms)."""
+        i = 0
+        while self.t < until - 1e-9:
+            if self.robot.publishing:
+                self.ex.on_measured_state(self.t, self.robot.q)
+            if each is not None:
+                each(self.ex, self.t)
+            cmd = self.ex.tick(self.t)
+            if cmd is not None:
+                self.robot.follow(cmd)
+                self.T.append(self.t)
+                self.P.append(cmd.position.copy())
+                self.S.append(int(cmd.state))
+            self.t = round(self.t + (DT if step is None else step(i)), 9)
+            i += 1
+
+    def chunk(self, target, n=48):
+        """A chunk that goes from the current command towards ``target`` over 0.5 s and stays there."""
+        start = self.ex.last.position if self.ex.last is not None else self.robot.q
+        w = np.clip(np.arange(1, n + 1) / 15.0, 0, 1)[:, None]
+        actions = start + w * (np.asarray(target) - start)
+        return ActionChunk(actions=actions, step_period=1 / 30, stamp=self.t - 0.02)
+
+    def arrays(self, since=-np.inf):
+        T = np.asarray(self.T)
+        k = T >= since
+        return T[k], np.asarray(self.P)[k], np.asarray(self.S)[k]
+
+
+def assert_stream_within_limits(T, P, limits, slack=1.021):
+    v = metrics.limit_violations(T, P, limits.lower, limits.upper, limits.velocity, limits.acceleration)
+    assert v["velocity_ratio"] <= slack and v["acceleration_ratio"] <= slack, v
+
+
+@pytest.mark.parametrize("resume", ["enable", "chunk_after_watchdog"])
+def test_resume_after_the_arm_was_moved_starts_at_the_measured_pose(limits, profile, resume):
+    home = np.asarray(profile.home, dtype=float)
+    robot = FakeRobot(home)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    loop = Loop(ex, robot)
+    loop.run(0.5)
+    target = home + 0.1
+    target[[6, 13]] = 0.5
+    assert ex.on_chunk(loop.chunk(target), loop.t).accepted
+    loop.run(1.5)
+    assert ex.state in (ExecState.FADE_IN, ExecState.RUNNING)
+    if resume == "enable":
+        ex.set_enabled(loop.t, False, "test")
+    loop.run(3.0)  # without chunks the watchdog stops it anyway
+    assert ex.state == ExecState.HOLDING and np.all(ex.last.velocity == 0)
+    held = ex.last.position.copy()
+    # the arm is moved by hand while the executor holds (released: commands are ignored)
+    robot.released = True
+    moved = held.copy()
+    moved[[1, 2, 8]] += [0.3, -0.25, 0.2]
+    robot.q = moved.copy()
+    loop.run(3.5)
+    assert ex.state == ExecState.HOLDING  # holding: the tracking monitor does not latch
+    robot.released = False
+    t_resume = loop.t
+    if resume == "enable":
+        ex.set_enabled(loop.t, True)
+        loop.run(loop.t + 0.1)
+    assert ex.on_chunk(loop.chunk(moved + 0.05), loop.t).accepted
+    loop.run(loop.t + 2.0)
+    T, P, S = loop.arrays(since=t_resume)
+    assert ex.resyncs == 1
+    # the command stream restarts at the measured pose: the first command after the resume is where the
+    # arm was moved to, and from there on nothing jumps (the limits hold between every pair of commands)
+    np.testing.assert_allclose(P[0], moved, atol=1e-9)
+    assert_stream_within_limits(T, P, limits)
+    assert ExecState.FADE_IN in set(S.tolist())
+    assert ex.estop_latch.count == 0
+
+
+def test_small_servo_error_keeps_the_command_continuous(limits, profile):
+    """Within resync_tolerance the hold command is kept (a servo's steady-state error is not a move)."""
+    home = np.asarray(profile.home, dtype=float)
+    robot = FakeRobot(home)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    loop = Loop(ex, robot)
+    loop.run(0.3)
+    robot.released = True
+    robot.q = home + 0.005
+    loop.run(0.4)
+    assert ex.on_chunk(loop.chunk(home + 0.1), loop.t).accepted
+    assert ex.resyncs == 0
+    np.testing.assert_allclose(ex.traj.evaluate(loop.t)[0], home, atol=1e-9)
+
+
+def test_tracking_monitor_latches_a_stop_when_the_robot_stops_following(limits, profile):
+    home = np.asarray(profile.home, dtype=float)
+    robot = FakeRobot(home)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc", tracking_tolerance=0.1), limits)
+    ex.configure_monitors(profile.gripper_indices)
+    loop = Loop(ex, robot)
+    loop.run(0.2)
+    target = home.copy()
+    target[0] += 0.6
+    assert ex.on_chunk(loop.chunk(target), loop.t).accepted
+    robot.released = True  # e.g. the driver dropped to standby: the arm stays where it is
+    loop.run(3.0)
+    assert ex.state == ExecState.ESTOP
+    assert "tracking error" in ex.message and "left_waist" in ex.message, ex.message
+    assert ex.status()["tracking_error_joint"] == "left_waist"
+    assert ex.tracking.trips == 1
+    T, P, S = loop.arrays()
+    # latched once the error had exceeded 0.1 rad for 0.1 s (errors count against the commands of the last 0.1 s)
+    t_over = T[np.nonzero(np.abs(P[:, 0] - home[0]) > 0.1)[0][0]]
+    t_latch = T[np.nonzero(S == ExecState.ESTOP)[0][0]]
+    assert t_over + 0.1 <= t_latch <= t_over + 0.1 + 0.1 + 2 * DT
+    assert_stream_within_limits(T, P, limits)
+
+
+def test_tracking_tolerances_are_looser_for_grippers(limits, profile):
+    ex = ChunkExecutor(ExecutorConfig(tracking_tolerance=0.2, tracking_gripper_fraction=0.5), limits)
+    ex.configure_monitors(profile.gripper_indices)
+    tol = ex.tracking.tolerance
+    assert tol[0] == pytest.approx(0.2) and tol[6] == pytest.approx(0.5) and tol[13] == pytest.approx(0.5)
+    mon = TrackingMonitor(limits.names, tol, grace=0.0, lag=0.05)
+    cmd = np.zeros(14)
+    meas = cmd.copy()
+    meas[6] = 0.4  # a gripper closed on an object: 0.4 from its command, within 0.5
+    assert mon.update(1.0, meas, [(0.99, cmd), (1.0, cmd)], active=True) is None
+    meas[3] = 0.25
+    why = mon.update(1.0, meas, [(0.99, cmd), (1.0, cmd)], active=True)
+    assert why is not None and "left_forearm_roll" in why
+    with pytest.raises(ValueError):
+        ChunkExecutor(ExecutorConfig(), limits).configure_monitors((), tracking_overrides=[0.1, 0.2])
+
+
+def test_no_motion_without_fresh_joint_states(limits, profile):
+    home = np.asarray(profile.home, dtype=float)
+    robot = FakeRobot(home)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc", state_timeout=0.3), limits)
+    loop = Loop(ex, robot)
+    loop.run(0.2)
+    target = home + 0.3
+    assert ex.on_chunk(loop.chunk(target), loop.t).accepted
+    loop.run(0.8)
+    assert ex.state in (ExecState.FADE_IN, ExecState.RUNNING)
+    robot.publishing = False  # the driver stops publishing
+    t_lost = loop.t - DT  # the last joint state
+    loop.run(2.0)
+    assert ex.state == ExecState.HOLDING and "joint states are" in ex.message
+    T, P, S = loop.arrays()
+    t_hold = T[np.nonzero((T > t_lost) & (S == ExecState.HOLDING))[0][0]]
+    assert t_hold <= t_lost + 0.3 + 2 * DT
+    assert np.all(np.diff(P[T > 1.8], axis=0) == 0)  # at rest
+    res = ex.on_chunk(loop.chunk(target), loop.t)
+    assert not res.accepted and "state_timeout" in res.reason
+    ok, msg, _ = ex.move_to(loop.t, home, "home")
+    assert not ok and "state_timeout" in msg
+    assert not ex.wants_request(loop.t) or ex.on_chunk(loop.chunk(target), loop.t).accepted is False
+    robot.publishing = True
+    loop.run(loop.t + 0.1)
+    assert ex.on_chunk(loop.chunk(target), loop.t).accepted
+    assert_stream_within_limits(T, P, limits)
+
+
+def test_move_to_pose_is_jerk_limited_and_leaves_the_estop(limits, profile):
+    home = np.asarray(profile.home, dtype=float)
+    start = home.copy()
+    start[[0, 1, 9]] += [0.8, 0.4, -0.5]
+    robot = FakeRobot(start)
+    cfg = ExecutorConfig(strategy="rtc", move_velocity_scale=0.5)
+    ex = ChunkExecutor(cfg, limits)
+    loop = Loop(ex, robot)
+    loop.run(0.2)
+    ex.estop(loop.t, "test")
+    loop.run(0.4)
+    ok, msg, _ = ex.move_to(loop.t, home, "pose 'home'")
+    assert not ok and "reset_estop" in msg
+    assert ex.reset_estop(loop.t)
+    robot.released = True
+    robot.q = start + 0.05  # it sagged a little while stopped: the move starts from there
+    robot.q[[6, 13]] = start[[6, 13]]
+    loop.run(loop.t + 0.05)
+    robot.released = False
+    t0 = loop.t
+    ok, msg, duration = ex.move_to(t0, home, "pose 'home'")
+    assert ok and duration > 0.5, msg
+    assert "moving to pose 'home'" in ex.status()["message"] and ex.status()["moving_to"] == "pose 'home'"
+    assert not ex.wants_request(loop.t)
+    late = ActionChunk(actions=np.tile(start, (48, 1)), step_period=1 / 30, stamp=loop.t - 0.02)
+    assert not ex.on_chunk(late, loop.t).accepted  # chunks wait until the move ends
+    loop.run(t0 + duration + 0.3)
+    T, P, S = loop.arrays(since=t0)
+    np.testing.assert_allclose(P[0], start + np.where(np.isin(np.arange(14), [6, 13]), 0, 0.05), atol=1e-6)
+    np.testing.assert_allclose(P[-1], home, atol=1e-9)
+    assert ex.move is None and ex.state == ExecState.HOLDING
+    v = np.diff(P, axis=0) / DT
+    a = np.diff(v, axis=0) / DT
+    j = np.diff(a, axis=0) / DT
+    assert np.all(np.abs(v) <= limits.velocity * 0.5 * 1.01 + 1e-9)
+    assert np.all(np.abs(a) <= limits.acceleration * cfg.limit_budget * 0.5 * 1.02 + 1e-6)
+    j_max = limits.acceleration * cfg.limit_budget * 0.5 * cfg.move_jerk_factor
+    assert np.all(np.abs(j) <= j_max * 1.05 + 1e-3), np.max(np.abs(j) / j_max)
+    assert ex.guard.hits == 0
+    # afterwards the policy may take over again (fade-in)
+    assert ex.wants_request(loop.t)
+
+
+def test_profile_poses_and_targets(limits):
+    for name in available_profiles():
+        prof = load_profile(name)
+        poses = profile_poses(prof)
+        assert {"home", "ready"} <= set(poses), name
+        lim = JointLimits.from_profile(prof, use_urdf=False)
+        for pose in poses:
+            q, _ = resolve_target(poses, lim, pose, [])
+            assert np.all(q >= lim.lower) and np.all(q <= lim.upper), (name, pose)
+    poses = profile_poses(load_profile("sim_aloha"))
+    with pytest.raises(ValueError, match="unknown pose"):
+        resolve_target(poses, limits, "nowhere", [])
+    with pytest.raises(ValueError, match="14 values"):
+        resolve_target(poses, limits, "", [0.0] * 3)
+    with pytest.raises(ValueError, match="outside its limits"):
+        resolve_target(poses, limits, "", [10.0] * 14)
+
+
+def test_policy_liveness_bookkeeping():
+    lv = PolicyLiveness()
+    assert lv.state == PolicyProcess.UNKNOWN
+    assert not lv.on_liveliness(0.0, False)  # never alive: nothing to lose
+    assert lv.on_status(0.1) and lv.state == PolicyProcess.ALIVE
+    assert not lv.on_status(0.2)
+    assert lv.on_liveliness(1.0, False) and lv.state == PolicyProcess.GONE and lv.lost == 1
+    assert lv.on_liveliness(1.5, True) and lv.state == PolicyProcess.ALIVE and lv.returned == 1
+
+
+def test_policy_loss_is_reported_apart_from_the_watchdog(limits, profile):
+    home = np.asarray(profile.home, dtype=float)
+    robot = FakeRobot(home)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    loop = Loop(ex, robot)
+    loop.run(0.2)
+    assert ex.on_chunk(loop.chunk(home + 0.2), loop.t).accepted
+    loop.run(3.0)  # no further chunk: the committed actions run out
+    st = ex.status()
+    assert st["starved"] and st["watchdog_stops"] == 1 and st["policy_lost_stops"] == 0
+    assert ex.on_chunk(loop.chunk(home + 0.1), loop.t).accepted
+    assert not ex.status()["starved"]
+    loop.run(3.5)
+    ex.policy_lost(loop.t, "gone")
+    st = ex.status()
+    assert st["policy_lost_stops"] == 1 and st["watchdog_stops"] == 1 and not st["starved"]
+
+
+def test_trajectory_preview_lead_puts_no_point_in_the_past(limits, profile):
+    home = np.asarray(profile.home, dtype=float)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    loop = Loop(ex, FakeRobot(home))
+    loop.run(0.3)
+    for lead in (0.0, 0.04):
+        times, P, V, A = ex.preview(loop.t, 0.25, 0.02, lead=lead)
+        assert times[0] == pytest.approx(loop.t + lead)
+        assert np.all(np.diff(times) > 0)
+
+
+def test_real_hardware_graph_needs_a_policy_and_starts_the_executor_disabled():
+    from motus_ros.graph import describe_graph
+
+    with pytest.raises(ValueError, match="'policy' is required"):
+        describe_graph({"graph": "policy", "hardware": "none", "robot": "aloha_agilex_2"})
+    nodes = {n.name: n for n in describe_graph({"graph": "policy", "hardware": "none", "robot": "aloha_agilex_2", "policy": "/ckpt"})}
+    params = {k: v for p in nodes["executor"].parameters if isinstance(p, dict) for k, v in p.items()}
+    assert params["hardware"] == "real"
+    assert any(isinstance(p, dict) and p.get("policy") == "/ckpt" for p in nodes["policy"].parameters)
+    sim = {n.name: n for n in describe_graph({"graph": "policy"})}
+    assert any(isinstance(p, dict) and p.get("policy") == "tiny_motus" for p in sim["policy"].parameters)
+    assert any(isinstance(p, dict) and p.get("hardware") == "sim" for p in sim["executor"].parameters)
+
+
+@pytest.mark.parametrize("phase", [0, 3, 6])
+def test_watchdog_keeps_a_late_tick_in_hand(limits, profile, phase):
+    """Ticks that come late (sim time in bursts on a loaded machine): the stop still ends before the
+    committed actions run out, and the stream stays within the limits."""
+    home = np.asarray(profile.home, dtype=float)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    loop = Loop(ex, FakeRobot(home))
+    loop.run(0.2)
+    actions = home + np.linspace(0.0, 2.0, 48)[:, None] * np.isin(np.arange(14), [0, 3, 5, 7, 10, 12])  # +-pi joints, 1.25 rad/s
+    assert ex.on_chunk(ActionChunk(actions=actions, step_period=1 / 30, stamp=loop.t - 0.02), loop.t).accepted
+    plan_end = ex.plan.end_time
+    loop.run(plan_end + 0.5, step=lambda i: 0.09 if i % 8 == phase else DT)  # every 8th tick 90 ms late
+    T, P, S = loop.arrays()
+    assert T[np.nonzero(S == ExecState.HOLDING)[0][0]] <= plan_end
+    assert ex.watchdog_stops == 1 and ex.starved
+    assert ex.stop is not None and ex.stop.end_time <= plan_end + 1e-9  # at rest when the committed actions run out
+    assert_stream_within_limits(T, P, limits)
