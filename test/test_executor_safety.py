@@ -86,7 +86,7 @@ def assert_stream_within_limits(T, P, limits, slack=1.021):
 def test_resume_after_the_arm_was_moved_starts_at_the_measured_pose(limits, profile, resume):
     home = np.asarray(profile.home, dtype=float)
     robot = FakeRobot(home)
-    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits, chunk_length=48)
     loop = Loop(ex, robot)
     loop.run(0.5)
     target = home + 0.1
@@ -127,7 +127,7 @@ def test_small_servo_error_keeps_the_command_continuous(limits, profile):
     """Within resync_tolerance the hold command is kept (a servo's steady-state error is not a move)."""
     home = np.asarray(profile.home, dtype=float)
     robot = FakeRobot(home)
-    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits, chunk_length=48)
     loop = Loop(ex, robot)
     loop.run(0.3)
     robot.released = True
@@ -141,7 +141,7 @@ def test_small_servo_error_keeps_the_command_continuous(limits, profile):
 def test_tracking_monitor_latches_a_stop_when_the_robot_stops_following(limits, profile):
     home = np.asarray(profile.home, dtype=float)
     robot = FakeRobot(home)
-    ex = ChunkExecutor(ExecutorConfig(strategy="rtc", tracking_tolerance=0.1), limits)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc", tracking_tolerance=0.1), limits, chunk_length=48)
     ex.configure_monitors(profile.gripper_indices)
     loop = Loop(ex, robot)
     loop.run(0.2)
@@ -163,7 +163,7 @@ def test_tracking_monitor_latches_a_stop_when_the_robot_stops_following(limits, 
 
 
 def test_tracking_tolerances_are_looser_for_grippers(limits, profile):
-    ex = ChunkExecutor(ExecutorConfig(tracking_tolerance=0.2, tracking_gripper_fraction=0.5), limits)
+    ex = ChunkExecutor(ExecutorConfig(tracking_tolerance=0.2, tracking_gripper_fraction=0.5), limits, chunk_length=48)
     ex.configure_monitors(profile.gripper_indices)
     tol = ex.tracking.tolerance
     assert tol[0] == pytest.approx(0.2) and tol[6] == pytest.approx(0.5) and tol[13] == pytest.approx(0.5)
@@ -176,13 +176,13 @@ def test_tracking_tolerances_are_looser_for_grippers(limits, profile):
     why = mon.update(1.0, meas, [(0.99, cmd), (1.0, cmd)], active=True)
     assert why is not None and "left_forearm_roll" in why
     with pytest.raises(ValueError):
-        ChunkExecutor(ExecutorConfig(), limits).configure_monitors((), tracking_overrides=[0.1, 0.2])
+        ChunkExecutor(ExecutorConfig(), limits, chunk_length=48).configure_monitors((), tracking_overrides=[0.1, 0.2])
 
 
 def test_no_motion_without_fresh_joint_states(limits, profile):
     home = np.asarray(profile.home, dtype=float)
     robot = FakeRobot(home)
-    ex = ChunkExecutor(ExecutorConfig(strategy="rtc", state_timeout=0.3), limits)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc", state_timeout=0.3), limits, chunk_length=48)
     loop = Loop(ex, robot)
     loop.run(0.2)
     target = home + 0.3
@@ -214,7 +214,7 @@ def test_move_to_pose_is_jerk_limited_and_leaves_the_estop(limits, profile):
     start[[0, 1, 9]] += [0.8, 0.4, -0.5]
     robot = FakeRobot(start)
     cfg = ExecutorConfig(strategy="rtc", move_velocity_scale=0.5)
-    ex = ChunkExecutor(cfg, limits)
+    ex = ChunkExecutor(cfg, limits, chunk_length=48)
     loop = Loop(ex, robot)
     loop.run(0.2)
     ex.estop(loop.t, "test")
@@ -282,7 +282,7 @@ def test_policy_liveness_bookkeeping():
 def test_policy_loss_is_reported_apart_from_the_watchdog(limits, profile):
     home = np.asarray(profile.home, dtype=float)
     robot = FakeRobot(home)
-    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits, chunk_length=48)
     loop = Loop(ex, robot)
     loop.run(0.2)
     assert ex.on_chunk(loop.chunk(home + 0.2), loop.t).accepted
@@ -299,7 +299,7 @@ def test_policy_loss_is_reported_apart_from_the_watchdog(limits, profile):
 
 def test_trajectory_preview_lead_puts_no_point_in_the_past(limits, profile):
     home = np.asarray(profile.home, dtype=float)
-    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits, chunk_length=48)
     loop = Loop(ex, FakeRobot(home))
     loop.run(0.3)
     for lead in (0.0, 0.04):
@@ -327,7 +327,7 @@ def test_watchdog_keeps_a_late_tick_in_hand(limits, profile, phase):
     """Ticks that come late (sim time in bursts on a loaded machine): the stop still ends before the
     committed actions run out, and the stream stays within the limits."""
     home = np.asarray(profile.home, dtype=float)
-    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits, chunk_length=48)
     loop = Loop(ex, FakeRobot(home))
     loop.run(0.2)
     actions = home + np.linspace(0.0, 2.0, 48)[:, None] * np.isin(np.arange(14), [0, 3, 5, 7, 10, 12])  # +-pi joints, 1.25 rad/s
