@@ -157,6 +157,11 @@ def _check_value(cls, f: dataclasses.Field, value, where: str):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TrainConfigError(f"{name}: expected an integer, got {value!r}")
     elif base is float:
+        if isinstance(value, str):  # YAML 1.1 reads "2e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TrainConfigError(f"{name}: expected a number, got {value!r}")
         value = float(value)

@@ -1,0 +1,281 @@
+"""motus-train on tiny configs and real files: loss falls, checkpoints are policy dirs, exact resume,
+bad data, config validation, the record-vs-serve input identity, NaN stop, Ctrl-C."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from test.motus_train_helpers import INSTRUCTION, make_dataset, render
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY = [
+    "model.preset=tiny", "model.config.num_video_frames=4", "model.config.video_action_freq_ratio=4",
+    "data.text_encoder=tiny", "data.num_workers=0", "data.val_episodes=1", "train.batch_size=2",
+    "train.val_every=0", "train.val_samples=2", "train.save_every=2", "train.save_every_minutes=0",
+    "train.num_threads=1", "optim.lr=2e-3", "optim.warmup_steps=0", "optim.f_min=0.99",
+]
+
+
+def config(data: Path, out: Path, *extra: str):
+    from motus_core.models.motus.train.config import load_config
+
+    return load_config(None, [*TINY, f"data.path={data}", f"output_dir={out}", *extra])
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("motus_ds"), episodes=3, frames=36)
+
+
+def fixed_loss(trainer, n: int = 4) -> float:
+    from motus_core.models.motus.train.data import collate
+
+    batch = collate([trainer.data.train[i] for i in range(n)], trainer.mcfg.text_len)
+    model = trainer.built.model
+    with torch.no_grad():
+        enc = trainer.loss.encode(batch)
+        out = trainer.loss(enc, torch.Generator().manual_seed(123))
+    return float(out["total_loss"])
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    from motus_core.models.motus.train.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("run")
+    t = Trainer(config(dataset, out, "train.steps=16", "train.save_every=8"))
+    t.setup()
+    before = fixed_loss(t)
+    assert t.run() == 0
+    after = fixed_loss(t)
+    return t, out, before, after
+
+
+def test_loss_falls_and_checkpoint_is_a_policy(trained):
+    from motus_core.policy.base import Observation, PolicyRequest
+    from motus_core.policy.registry import load_policy
+
+    t, out, before, after = trained
+    assert after < 0.8 * before, (before, after)
+    assert (out / "final" / "motus_policy.yaml").is_file()
+    assert os.path.realpath(out / "latest") == os.path.realpath(out / "final")
+    assert (out / "checkpoints" / "step_00000008" / "motus_policy.yaml").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] and summary["step"] == 16 and summary["skipped_episodes"] == []
+    assert list((out / "tensorboard").iterdir())
+    policy = load_policy(str(out / "latest"))
+    # the statistics the model was trained with travel with it and are the ones it de-normalises with
+    np.testing.assert_array_equal(policy.normalizer.min, t.data.normalizer.min)
+    np.testing.assert_array_equal(policy.normalizer.max, t.data.normalizer.max)
+    # the trained weights are the ones loaded
+    sd = t.built.model.state_dict()
+    for k, v in policy.model.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+    q = np.linspace(-0.5, 0.5, 14)
+    imgs = {"high": render(q), "left_wrist": render(q[::-1].copy()), "right_wrist": render(-q)}
+    chunk = policy.predict(PolicyRequest(observation=Observation(images=imgs, state=q, stamp=0.0), instruction=INSTRUCTION, seed=0))
+    assert chunk.actions.shape == (16, 14) and np.all(np.isfinite(chunk.actions))
+    # an instruction outside the dataset is encoded by the saved tiny umT5 (same identity)
+    chunk2 = policy.predict(PolicyRequest(observation=Observation(images=imgs, state=q, stamp=0.0), instruction="other", seed=0))
+    assert chunk2.actions.shape == (16, 14)
+
+
+def test_validation_reports_joint_errors(dataset, trained):
+    t, out, _, _ = trained
+    m = t.validate(16)
+    assert m["val/action_mae"] > 0 and set(m) >= {"val/action_mae_first", "val/action_mae_last", "val_joint/13_mae"}
+    rows = [json.loads(x) for x in (out / "validation.jsonl").read_text().splitlines()]
+    assert len(rows[-1]["per_joint_mae"]) == 14
+
+
+def test_resume_is_bit_exact(dataset, tmp_path):
+    from motus_core.models.motus.train.trainer import train
+    from motus_core.models.motus.checkpoint import load_weights
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert train(config(dataset, full, "train.steps=6")) == 0
+    assert train(config(dataset, part, "train.steps=3")) == 0  # stops after step 3 (writes final at 3)
+    assert train(config(dataset, part, "train.steps=6")) == 0  # resumes from latest (step 3)
+    a = load_weights(full / "final" / "motus.safetensors.index.json")
+    b = load_weights(part / "final" / "motus.safetensors.index.json")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    sa = torch.load(full / "final" / "training_state.pt", weights_only=False)
+    sb = torch.load(part / "final" / "training_state.pt", weights_only=False)
+    assert sa["step"] == sb["step"] == 6
+    for x, y in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
+        assert torch.equal(x["exp_avg"], y["exp_avg"]) and torch.equal(x["exp_avg_sq"], y["exp_avg_sq"])
+    log = (part / "train.log").read_text()
+    assert "resuming from" in log and "at step 3" in log
+
+
+def test_config_validation():
+    from motus_core.models.motus.train.config import TrainConfigError, load_config
+
+    cfg = load_config(ROOT / "config/motus/reduced_sim.yaml", ["train.steps=7"])
+    assert cfg.train.steps == 7 and cfg.optim.betas == (0.9, 0.95) and cfg.optim.weight_decay == 0.01
+    with pytest.raises(TrainConfigError, match="train.stepz"):
+        load_config(None, ["train.stepz=3"])
+    with pytest.raises(TrainConfigError, match="expected an integer"):
+        load_config(None, ["train.steps=abc"])
+    with pytest.raises(TrainConfigError, match="below the minimum"):
+        load_config(None, ["train.batch_size=0"])
+    with pytest.raises(TrainConfigError, match="not one of"):
+        load_config(None, ["train.precision=fp8"])
+    # every shipped recipe is valid and holds only differences from the defaults
+    from motus_core.models.motus.train.config import TrainConfig
+    import yaml
+
+    defaults = TrainConfig().to_dict()
+    for recipe in sorted((ROOT / "config/motus").glob("*.yaml")):
+        load_config(recipe)
+        raw = yaml.safe_load(recipe.read_text())
+        for section, values in raw.items():
+            if not isinstance(values, dict):
+                continue
+            for k, v in values.items():
+                if section == "model" and k == "config":
+                    continue
+                d = defaults[section][k]
+                assert (list(v) if isinstance(v, (list, tuple)) else v) != d, f"{recipe.name}: {section}.{k} repeats the default"
+
+
+def test_full_size_scratch_needs_the_flag(tmp_path):
+    from motus_core.models.motus.train.build import build_models
+    from motus_core.models.motus.train.config import TrainConfigError, load_config
+
+    cfg = load_config(None, [])
+    with pytest.raises(TrainConfigError, match="allow_full_size_scratch"):
+        build_models(cfg.model, cfg.init, torch.device("cpu"))
+
+
+# ------------------------------------------------------------------------------------ bad data
+
+
+def _open(root: Path, *extra: str):
+    from motus_core.models.motus.train.build import model_config
+    from motus_core.models.motus.train.data import open_data
+    from motus_core.models.motus.vlm import TinyPrompt
+
+    cfg = config(root, root / "out", *extra)
+    mcfg = model_config(cfg.model)
+    return open_data(cfg.data, mcfg, TinyPrompt(mcfg.vlm, (mcfg.video_height, mcfg.video_width)), seed=0)
+
+
+def test_bad_data_is_skipped_with_its_reason(tmp_path):
+    from motus_core.data.motus_layout import DatasetError
+
+    root = make_dataset(tmp_path / "ds", episodes=6, frames=24)
+    task = root / "transfer_cube"
+    q = torch.load(task / "qpos/000001.pt")
+    q[5, 3] = float("nan")
+    torch.save(q, task / "qpos/000001.pt")  # NaN in qpos
+    torch.save(torch.load(task / "qpos/000002.pt")[:-2], task / "qpos/000002.pt")  # video 24 frames, qpos 22
+    (task / "instructions/000003.pt").unlink()  # no embedding
+    make_dataset(tmp_path / "short", episodes=1, frames=12)  # shorter than one chunk (16 actions + 1)
+    os.replace(tmp_path / "short/transfer_cube/videos/000000.mp4", task / "videos/000004.mp4")
+    os.replace(tmp_path / "short/transfer_cube/qpos/000000.pt", task / "qpos/000004.pt")
+    data = _open(root)
+    reasons = {s.episode: s.reason for s in data.skipped}
+    assert "NaN/inf" in reasons["transfer_cube/000001"] and "frame 5, joint 3" in reasons["transfer_cube/000001"]
+    assert "24 frames but qpos has 22" in reasons["transfer_cube/000002"]
+    assert "no instruction embedding" in reasons["transfer_cube/000003"]
+    assert "shorter than one chunk" in reasons["transfer_cube/000004"]
+    assert [r.name for r in data.train.episodes + data.val.episodes] == ["transfer_cube/000000", "transfer_cube/000005"]
+    # the wrong text width is an error before training (the whole dataset came from another encoder)
+    with pytest.raises(DatasetError, match="32 wide, the model's text width is 48"):
+        _open(root, "model.config.wan.text_dim=48")
+    # an empty dataset
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="empty dataset"):
+        _open(tmp_path / "empty")
+
+
+def test_skipped_episodes_in_run_summary_and_zero_range_joints(tmp_path):
+    from motus_core.models.motus.train.trainer import train
+    from motus_core.preprocessing import load_stats
+
+    root = make_dataset(tmp_path / "ds", episodes=3, frames=24)
+    task = root / "transfer_cube"
+    for i in range(3):  # joint 13 never moves
+        q = torch.load(task / f"qpos/{i:06d}.pt")
+        q[:, 13] = 0.25
+        torch.save(q, task / f"qpos/{i:06d}.pt")
+    from motus_core.data.motus_layout import write_dataset_stats
+
+    write_dataset_stats(root, "sim_aloha")
+    (task / "instructions/000001.pt").unlink()
+    out = tmp_path / "run"
+    assert train(config(root, out, "train.steps=2", "data.val_episodes=0")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped_episodes"] == [{"episode": "transfer_cube/000001", "reason": "no instruction embedding (convert with --text-encoder or --tiny-text-encoder)"}]
+    assert summary["zero_range_joints"] == [13]
+    log = (out / "train.log").read_text()
+    assert "skipping episode transfer_cube/000001" in log and "joints [13] never move" in log
+    stats = json.loads((out / "final/stats.json").read_text())["sim_aloha"]
+    assert stats["zero_range_joints"] == [13]
+    n = load_stats(out / "final/stats.json", "sim_aloha")
+    x = np.full(14, 0.25)
+    assert n.normalize(x)[13] == 0.0 and n.denormalize(n.normalize(x))[13] == 0.25
+
+
+# ------------------------------------------------------------------------------------ identity
+
+
+def test_training_inputs_equal_policy_inputs(tmp_path):
+    """Same raw frames + joint state: the training-sample path and the policy node's input path build the
+    same model inputs (exactly without a codec; within H.264's error through a recorded video)."""
+    from motus_core.data.motus_layout import EpisodeRef, write_episode
+    from motus_core.models.motus.train.data import TrainSamples
+    from motus_core.data.reader import MotusDataset
+    from motus_core.models.motus.policy import create_random
+    from motus_core.models.motus.train.build import model_config
+    from motus_core.models.motus.train.config import load_config
+    from motus_core.models.motus.train.step import vlm_hidden
+    from motus_core.preprocessing import MinMaxNormalizer, make_mosaic, resize_with_padding, to_unit_chw
+
+    rng = np.random.default_rng(0)
+    frames = 20
+    cams = [{r: rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for r in ("high", "left_wrist", "right_wrist")}
+            for _ in range(frames)]
+    for c in cams:  # smooth content so H.264's error is small and meaningful
+        for r in c:
+            c[r] = np.ascontiguousarray(np.repeat(np.repeat(c[r][::16, ::16], 16, 0), 16, 1))
+    qpos = rng.normal(size=(frames, 14)).astype(np.float32)
+    mosaics = [make_mosaic(c["high"], c["left_wrist"], c["right_wrist"]) for c in cams]
+    write_episode(tmp_path / "task", "000000", mosaics, qpos, INSTRUCTION, torch.zeros(3, 32))
+    mcfg = model_config(load_config(None, TINY).model)
+    norm = MinMaxNormalizer(qpos.min(0), qpos.max(0), name="t")
+    policy = create_random(mcfg, options={"text_encoder": False}, seed=0)
+    policy.normalizer = norm
+    reader = MotusDataset(tmp_path, normalizer=norm, num_video_frames=4, video_action_freq_ratio=4,
+                          image_hw=(mcfg.video_height, mcfg.video_width), seed=0)
+    ds = TrainSamples(reader, policy.vlm.prompt)
+    s = ds.sample(reader.episodes[0], 2)
+    # policy node path, from the live per-camera images and joint state of frame 2
+    image = policy._model_image(cams[2], "observation")
+    state = policy._normalize(qpos[2], "state")
+    # exact: the training transform of the un-encoded mosaic IS the policy's transform of the cameras
+    assert np.array_equal(resize_with_padding(mosaics[2], (mcfg.video_height, mcfg.video_width)), image)
+    assert torch.equal(s["initial_state"], state)
+    # through the H.264 round trip: within the codec's error
+    diff = np.abs(s["condition_image"].astype(int) - image.astype(int))
+    assert diff.mean() < 3.0, diff.mean()
+    assert np.abs(s["first_frame"].numpy() - to_unit_chw(image)).mean() < 3.0 / 255
+    vin_train, vin_policy = s["vlm_inputs"], policy.vlm.prompt(image, INSTRUCTION)
+    assert torch.equal(vin_train["input_ids"], vin_policy["input_ids"])
+    assert (vin_train["pixel_values"] - vin_policy["pixel_values"]).abs().mean() < 0.05
+    # identical inputs -> identical VLM features through both code paths
+    h_train = vlm_hidden(policy.vlm, [vin_policy])
+    h_policy = policy.vlm(image, INSTRUCTION)
+    assert torch.equal(h_train, h_policy)
