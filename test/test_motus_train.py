@@ -279,3 +279,27 @@ def test_training_inputs_equal_policy_inputs(tmp_path):
     h_train = vlm_hidden(policy.vlm, [vin_policy])
     h_policy = policy.vlm(image, INSTRUCTION)
     assert torch.equal(h_train, h_policy)
+
+
+def test_export_official_round_trips_through_the_converter(trained, tmp_path):
+    from motus_core.models.motus.checkpoint import load_weights
+    from motus_core.models.motus.config import from_official
+    from motus_core.models.motus.convert import motus_core_from_official, read_motus_checkpoint
+
+    _, out, _, _ = trained
+    rc = subprocess.run([sys.executable, "-m", "motus_core.cli.motus_train", "--export-official", str(tmp_path / "off"),
+                         "--from", str(out / "final")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rc.returncode == 0, rc.stderr
+    ck = torch.load(tmp_path / "off" / "mp_rank_00_model_states.pt", weights_only=True)
+    assert set(ck) == {"module"}
+    assert any(k.startswith("video_model.wan_model.blocks.0.self_attn.q.") for k in ck["module"])
+    core, vlm = motus_core_from_official(read_motus_checkpoint(tmp_path / "off"))
+    mine = load_weights(out / "final" / "motus.safetensors.index.json")
+    assert core.keys() == mine.keys()
+    for k in mine:  # bf16 in the official file
+        assert torch.equal(core[k], mine[k].to(torch.bfloat16)), k
+    mine_vlm = load_weights(out / "final" / "vlm.safetensors.index.json")
+    assert vlm.keys() == mine_vlm.keys()
+    off = json.loads((tmp_path / "off" / "official_config.json").read_text())
+    cfg = from_official(off["wan"], off["motus"], vlm=off["vlm"])
+    assert cfg.wan == json.loads((out / "final" / "motus_config.json").read_text())["wan"]

@@ -108,8 +108,10 @@ def _normalizer(cfg: DataSection, root: Path) -> tuple[MinMaxNormalizer | None, 
         if len(keys) != 1:
             raise DatasetError(f"{stats_file} has statistics for {keys}: set data.stats_key")
         key = keys[0]
+    if stats_file is None:
+        log.info("no stat.json in %s: statistics %r from the packaged official file", root, key)
     try:
-        return load_stats(stats_file, key), key
+        return load_stats(stats_file, key), key  # None: the packaged official stat.json
     except PreprocessingError as exc:
         raise DatasetError(str(exc)) from exc
 

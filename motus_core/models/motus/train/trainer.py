@@ -141,6 +141,7 @@ class Trainer:
         self.cfg = cfg
         self.out = Path(cfg.output_dir).expanduser()
         self._stop_signal: str | None = None
+        self._log_handler: logging.Handler | None = None
 
     # ------------------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -150,9 +151,11 @@ class Trainer:
         self.dist = d = setup_dist(cfg.train.device)
         if d.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            fh = logging.FileHandler(self.out / "train.log")
-            fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-            logging.getLogger("motus_train").addHandler(fh)
+            self._log_handler = logging.FileHandler(self.out / "train.log")
+            self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            logging.getLogger("motus_train").addHandler(self._log_handler)
+            if log.getEffectiveLevel() > logging.INFO:
+                log.setLevel(logging.INFO)
         torch.manual_seed(cfg.init.seed)
         built = build_models(cfg.model, cfg.init, d.device)
         self.built = built
@@ -168,7 +171,7 @@ class Trainer:
         if cfg.lora.enabled:
             from .lora import add_lora
 
-            add_lora(built.model, cfg.lora)
+            add_lora(built.model, cfg.lora, frozen_dtype=torch.bfloat16 if d.device.type == "cuda" else None)
         built.model.activation_checkpointing = cfg.train.activation_checkpointing
         self.wrapped = None
         if d.world > 1:
@@ -215,27 +218,30 @@ class Trainer:
             dist.barrier()
 
     # ------------------------------------------------------------------------------ state
+    def _full_params(self, writeback: bool = False):
+        """Every rank sees the whole (unsharded) model inside this context (FSDP); a no-op otherwise."""
+        import contextlib
+
+        if self.wrapped is not None and self.cfg.train.distributed == "fsdp":
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            return FSDP.summon_full_params(self.wrapped, writeback=writeback, rank0_only=False)
+        return contextlib.nullcontext()
+
     def model_state(self) -> dict:
         """Full (merged, unsharded) model weights in our layout, on the CPU."""
         model = self.built.model
-        if self.wrapped is not None and self.cfg.train.distributed == "fsdp":
-            from torch.distributed.fsdp import FullStateDictConfig, StateDictType
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        with self._full_params():
+            if self.cfg.lora.enabled:
+                from .lora import merged_state_dict
 
-            with FSDP.state_dict_type(self.wrapped, StateDictType.FULL_STATE_DICT, FullStateDictConfig(offload_to_cpu=True, rank0_only=False)):
-                sd = self.wrapped.state_dict()
-            sd = {k[len("model."):] if k.startswith("model.") else k: v for k, v in sd.items()}
-        else:
-            sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        if self.cfg.lora.enabled:
-            from .lora import merged_state_dict
-
-            sd = merged_state_dict(sd, self.cfg.lora)
-        return sd
+                return merged_state_dict(model)
+            return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
     def trainable_state(self) -> dict:
         """The raw trainable module state (with LoRA adapters unmerged): what resume restores."""
-        return {k: v.detach().cpu().clone() for k, v in self.built.model.state_dict().items()}
+        with self._full_params():
+            return {k: v.detach().cpu().clone() for k, v in self.built.model.state_dict().items()}
 
     def _optimizer_state(self) -> dict:
         if self.wrapped is not None and self.cfg.train.distributed == "fsdp":
@@ -262,7 +268,7 @@ class Trainer:
             from ..checkpoint import read_policy_file, resolve
 
             sd = load_weights(resolve(path, read_policy_file(path)["weights"]))
-        with torch.no_grad():
+        with torch.no_grad(), self._full_params(writeback=True):
             own = model.state_dict()
             missing = [k for k in own if k not in sd]
             if missing:
@@ -457,7 +463,7 @@ class Trainer:
                 self.write_summary(step, code)
 
     def check_ranks_in_sync(self) -> float:
-        sd = self.built.model.state_dict() if self.cfg.train.distributed != "fsdp" else self.model_state()
+        sd = self.model_state()
         total = float(sum(v.double().sum().item() + v.double().abs().sum().item() for v in sd.values()))
         sums = [None] * self.dist.world
         dist.all_gather_object(sums, total)
@@ -466,6 +472,15 @@ class Trainer:
         if self.dist.main:
             log.info("%d ranks ended with identical weights (checksum %.17g)", self.dist.world, sums[0])
         return total
+
+    def close(self) -> None:
+        """Detach the run's log file; leave the process group (torchrun)."""
+        if self._log_handler is not None:
+            logging.getLogger("motus_train").removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
+        if getattr(self, "dist", None) is not None and self.dist.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
 
     def write_summary(self, step: int, code: int) -> None:
         summary = {"step": step, "steps": self.cfg.train.steps, "exit_code": code,
@@ -482,9 +497,9 @@ class Trainer:
 def train(cfg: TrainConfig) -> int:
     """Run a training from a resolved config; returns the process exit code."""
     t = Trainer(cfg)
-    t.setup()
     try:
+        t.setup()
         return t.run()
     finally:
-        if t.dist.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+        t.close()
+
