@@ -303,3 +303,95 @@ def test_export_official_round_trips_through_the_converter(trained, tmp_path):
     off = json.loads((tmp_path / "off" / "official_config.json").read_text())
     cfg = from_official(off["wan"], off["motus"], vlm=off["vlm"])
     assert cfg.wan == json.loads((out / "final" / "motus_config.json").read_text())["wan"]
+
+
+def test_nonfinite_loss_stops_naming_step_and_episodes(dataset, tmp_path):
+    from motus_core.models.motus.checkpoint import load_weights
+    from motus_core.models.motus.train.trainer import EXIT_NONFINITE, train
+
+    out = tmp_path / "run"
+    # an absurd learning rate blows the weights up: the loss of a later step is not finite
+    rc = train(config(dataset, out, "train.steps=8", "train.save_every=1", "optim.lr=1e30", "optim.f_start=1.0",
+                      "optim.f_max=1.0", "optim.f_min=1.0", "optim.grad_clip=0"))
+    assert rc == EXIT_NONFINITE
+    log = (out / "train.log").read_text()
+    line = next(x for x in log.splitlines() if "non-finite loss/gradient at step" in x)
+    bad_step = int(line.split("at step ")[1].split()[0])
+    assert "transfer_cube/0000" in line and "@" in line  # the batch's episodes and condition frames
+    latest = (out / "latest").resolve()
+    assert latest.name == f"step_{bad_step - 1:08d}"  # the last good checkpoint is kept
+    state = torch.load(latest / "training_state.pt", weights_only=False)
+    assert state["step"] == bad_step - 1
+    assert all(torch.isfinite(v).all() for v in load_weights(latest / "motus.safetensors.index.json").values())
+    assert not (out / "final").exists()
+    assert json.loads((out / "summary.json").read_text())["exit_code"] == EXIT_NONFINITE
+
+
+def test_ctrl_c_saves_and_exits_cleanly(dataset, tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "motus_core.cli.motus_train", *TINY, f"data.path={dataset}", f"output_dir={out}",
+            "train.steps=100000", "train.save_every=0"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 600
+        while not list((out / "tensorboard").glob("events*")) if (out / "tensorboard").is_dir() else True:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert "SIGINT received: saved step" in err
+    latest = (out / "latest").resolve()
+    state = torch.load(latest / "training_state.pt", weights_only=False)
+    assert state["step"] >= 1 and latest.name == f"step_{state['step']:08d}"
+    assert not (out / "final").exists()
+
+
+def test_lora_trains_saves_loads_and_merges(dataset, tmp_path):
+    from motus_core.models.motus.checkpoint import load_weights
+    from motus_core.models.motus.model import Conditioning
+    from motus_core.models.motus.train.lora import lora_layers
+    from motus_core.models.motus.train.trainer import Trainer
+    from motus_core.policy.registry import load_policy
+
+    out = tmp_path / "run"
+    t = Trainer(config(dataset, out, "train.steps=4", "lora.enabled=true", "lora.rank=4", "lora.alpha=8"))
+    t.setup()
+    model = t.built.model
+    assert lora_layers(model.video)
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert all("lora_" in n for n in trainable if n.startswith("video."))
+    assert any(n.startswith("action_expert.") for n in trainable)  # experts stay fully trained
+    assert t.run() == 0
+    after = model.state_dict()
+    changed = {k for k in base if not torch.equal(base[k], after[k])}
+    assert any("lora_B" in k for k in changed) and not any(k.startswith("video.") and "lora_" not in k for k in changed)
+    merged = load_weights(out / "final" / "motus.safetensors.index.json")
+    assert not any("lora_" in k or "base_layer" in k for k in merged)
+    policy = load_policy(str(out / "final"))  # plain weights, no peft needed to load
+    # the merged model computes what the adapted one computes
+    g = torch.Generator().manual_seed(0)
+    cfg = t.mcfg
+    h, w = cfg.latent_hw
+    lat = torch.randn(1, 48, cfg.latent_frames, h, w, generator=g)
+    act = torch.randn(1, cfg.action_chunk_size, 14, generator=g)
+    st, und = torch.rand(1, 14, generator=g), torch.randn(1, 5, cfg.vlm_dim, generator=g)
+    emb = torch.randn(7, int(cfg.wan["text_dim"]), generator=g)
+    model.eval()
+    with torch.no_grad():
+        outs = []
+        for m in (model, policy.model):
+            c = Conditioning(und=m.und_tokens(und), context_kv=m.context_kv(m.text_context([emb])))
+            outs.append(m(lat, torch.tensor([500.0]), act, torch.tensor([300.0]), st, c))
+    torch.testing.assert_close(outs[0].action_velocity, outs[1].action_velocity, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outs[0].video_velocity, outs[1].video_velocity, rtol=1e-4, atol=1e-5)
+    # resume keeps the unmerged adapters
+    state = torch.load(out / "final" / "training_state.pt", weights_only=False)
+    assert any("lora_A" in k for k in state["model"])

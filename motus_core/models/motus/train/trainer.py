@@ -388,7 +388,6 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.start)
-        old = self._signals()
         bar = tqdm(total=total, initial=self.start, desc="motus-train", unit="step", disable=not d.main, dynamic_ncols=True)
         step = self.start
         t0 = time.perf_counter()
@@ -402,7 +401,7 @@ class Trainer:
                 bad = self._agree(not res["finite"]) if d.world > 1 else not res["finite"]
                 if bad:
                     eps = ", ".join(f"{e}@{c}" for e, c in zip(batch.get("episode", []), batch.get("cond_index", [])))
-                    raise NonFiniteLoss(f"non-finite loss/gradient at step {step} (loss {res['total_loss']}, video "
+                    raise NonFiniteLoss(f"non-finite loss/gradient at step {step + 1} (loss {res['total_loss']}, video "
                                         f"{res['video_loss']}, action {res['action_loss']}, grad norm {res['grad_norm']}); "
                                         f"batch episodes@condition frame: {eps}")
                 self.scheduler.step()
@@ -453,10 +452,9 @@ class Trainer:
         except NonFiniteLoss as exc:
             bar.close()
             log.error("%s; stopping. The last good checkpoint is %s", exc, self.ckpt.latest() or "(none yet)")
-            return EXIT_NONFINITE
+            code = EXIT_NONFINITE
+            return code
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
             if writer is not None:
                 writer.close()
             if d.main:
@@ -497,9 +495,15 @@ class Trainer:
 def train(cfg: TrainConfig) -> int:
     """Run a training from a resolved config; returns the process exit code."""
     t = Trainer(cfg)
+    old = t._signals()  # Ctrl-C during setup is honoured too (no traceback, nothing half-written)
     try:
         t.setup()
+        if t._stop_signal is not None:
+            log.info("%s received during setup: exiting before training", t._stop_signal)
+            return EXIT_INTERRUPTED
         return t.run()
     finally:
+        for s, h in old.items():
+            signal.signal(s, h)
         t.close()
 
