@@ -395,3 +395,26 @@ def test_lora_trains_saves_loads_and_merges(dataset, tmp_path):
     # resume keeps the unmerged adapters
     state = torch.load(out / "final" / "training_state.pt", weights_only=False)
     assert any("lora_A" in k for k in state["model"])
+
+
+@pytest.mark.parametrize("engine", ["ddp", pytest.param("fsdp", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="PyTorch's FSDP (FullyShardedDataParallel) needs an accelerator"))])
+def test_torchrun_two_processes_end_with_identical_weights(dataset, tmp_path, engine):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+            "--master_port", str(port), "-m", "motus_core.cli.motus_train", *TINY, f"data.path={dataset}",
+            f"output_dir={out}", "train.steps=3", "train.save_every=0", f"train.distributed={engine}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    rc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1200, env=env)
+    assert rc.returncode == 0, rc.stderr[-3000:]
+    log = (out / "train.log").read_text()
+    assert "2 process(es)" in log
+    assert "2 ranks ended with identical weights" in log  # all_gather of each rank's full-weight checksum
+    assert (out / "final" / "motus_policy.yaml").is_file()
+    state = torch.load(out / "final" / "training_state.pt", weights_only=False)
+    assert state["step"] == 3 and state["world"] == 2

@@ -206,12 +206,18 @@ class Trainer:
         if self.cfg.train.distributed == "fsdp":
             from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
+            if self.dist.device.type != "cuda":
+                raise TrainConfigError("train.distributed=fsdp needs CUDA devices (PyTorch's FSDP); use ddp on CPUs")
+
             # One FSDP unit over the whole trainable model: parameters, gradients and optimizer state
             # are sharded across ranks and gathered for each forward/backward (the layer loop calls
             # the blocks' sub-modules directly, so per-block units would never be unsharded).
             return FSDP(self.loss, use_orig_params=True, device_id=self.dist.device if self.dist.device.type == "cuda" else None,
                         sync_module_states=True)
-        return DDP(self.loss, device_ids=[self.dist.local_rank] if self.dist.device.type == "cuda" else None)
+        # the last layer's understanding-stream output projection and FFN never reach the loss (the
+        # und stream is not read after the last joint attention), so DDP must expect unused parameters
+        return DDP(self.loss, device_ids=[self.dist.local_rank] if self.dist.device.type == "cuda" else None,
+                   find_unused_parameters=True)
 
     def _barrier(self) -> None:
         if self.dist.world > 1:
@@ -314,21 +320,26 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, step: int) -> dict | None:
+        """Action error (joint units) of the held-out samples; every rank takes part (FSDP gathers the
+        weights), rank 0 reports."""
         batch = self._val_batch()
-        if batch is None or not self.dist.main:
+        if batch is None:
             return None
         model = self.built.model
         was = model.training
         model.eval()
         try:
-            enc = self.loss.encode(batch)
-            gen = torch.Generator(device=self.dist.device).manual_seed(self.cfg.train.seed + 7)
-            out = self.loss(enc, gen)
-            cond = Conditioning(und=model.und_tokens(enc["vlm_hidden"]), context_kv=model.context_kv(model.text_context(enc["t5"])))
-            res = sample(model, cond, enc["clean"][:, :, :1], enc["state"], mode="vla", num_steps=self.mcfg.num_inference_steps,
-                         generator=torch.Generator(device="cpu").manual_seed(self.cfg.train.seed + 11))
+            with self._full_params():
+                enc = self.loss.encode(batch)
+                gen = torch.Generator(device=self.dist.device).manual_seed(self.cfg.train.seed + 7)
+                out = self.loss(enc, gen)
+                cond = Conditioning(und=model.und_tokens(enc["vlm_hidden"]), context_kv=model.context_kv(model.text_context(enc["t5"])))
+                res = sample(model, cond, enc["clean"][:, :, :1], enc["state"], mode="vla", num_steps=self.mcfg.num_inference_steps,
+                             generator=torch.Generator(device="cpu").manual_seed(self.cfg.train.seed + 11))
         finally:
             model.train(was)
+        if not self.dist.main:
+            return None
         pred = res.actions.double().cpu().numpy()
         target = batch["action_sequence"].double().numpy()
         norm = self.data.normalizer
