@@ -109,3 +109,47 @@ def one_step(loss_module: MotusLoss, optimizer: torch.optim.Optimizer, batch: di
     optimizer.step()
     return {"total_loss": float(loss.detach()), "video_loss": float(out["video_loss"].detach()),
             "action_loss": float(out["action_loss"].detach()), "grad_norm": float(gn), "finite": True}
+
+
+def synthetic_setup(config, *, device="cuda", batch_size: int = 1, lora=None, activation_checkpointing: bool = True,
+                    seed: int = 0):
+    """Random-weight trainer pieces for benchmarks: (MotusLoss, AdamW, one synthetic batch) on ``device``.
+
+    The tri-stream model is materialised once on ``device`` (float32 trainable weights; with LoRA the
+    frozen WAN base in bf16 on CUDA), the VAE in float32, the VLM in bf16 on CUDA; the batch has the
+    training shapes (``first_frame``, ``video_frames``, ``action_sequence``, ``initial_state``, a
+    ``language_embedding`` of ``text_len`` rows, VLM inputs from the tiny prompt builder).
+    Use with :func:`one_step` (the GPU benchmark: full size, LoRA, activation checkpointing, bf16).
+    """
+    import numpy as np
+
+    from ..loading import build_motus_model, build_vae, build_vlm
+    from ..vlm import TinyPrompt
+    from .config import OptimSection
+    from .schedule import build_optimizer
+
+    dev = torch.device(device)
+    low = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    model = build_motus_model(config, None, device=dev, dtype=torch.float32, seed=seed).train().requires_grad_(True)
+    if lora is not None and lora.enabled:
+        from .lora import add_lora
+
+        add_lora(model, lora, frozen_dtype=low if dev.type == "cuda" else None)
+    model.activation_checkpointing = activation_checkpointing
+    vae = build_vae(config.vae, None, device=dev, seed=seed + 1)
+    vlm = VLMFeatures(build_vlm(config.vlm, None, device=dev, dtype=low, seed=seed + 2),
+                      TinyPrompt(config.vlm, (config.video_height, config.video_width)))
+    loss = MotusLoss(model, vae, vlm)
+    opt, _ = build_optimizer(model, OptimSection())
+    g = torch.Generator().manual_seed(seed)
+    b, f, hh, ww = batch_size, config.num_video_frames, config.video_height, config.video_width
+    image = (np.random.default_rng(seed).random((hh, ww, 3)) * 255).astype(np.uint8)
+    batch = {
+        "first_frame": torch.rand(b, 3, hh, ww, generator=g),
+        "video_frames": torch.rand(b, f, 3, hh, ww, generator=g),
+        "action_sequence": torch.rand(b, config.action_chunk_size, config.action_dim, generator=g),
+        "initial_state": torch.rand(b, config.state_dim, generator=g),
+        "language_embedding": torch.randn(b, config.text_len, int(config.wan["text_dim"]), generator=g),
+        "vlm_inputs": [vlm.prompt(image, "transfer the cube to the other arm") for _ in range(b)],
+    }
+    return loss, opt, batch
