@@ -441,3 +441,85 @@ def test_memory_estimate_and_benchmark_step_hook():
     loss, opt, batch = synthetic_setup(cfg, device="cpu", batch_size=2, lora=LoraSection(enabled=True, rank=2))
     r = one_step(loss, opt, batch, generator=torch.Generator().manual_seed(0))
     assert r["finite"] and r["grad_norm"] > 0
+
+
+def test_official_layouts_through_the_reader(tmp_path):
+    """AC-One/Aloha (one instruction .txt/.pt for a whole task, VLM image = condition frame at its original
+    resolution) and RoboTwin 2.0 (metas lines + umt5_wan lists, raw qpos, downsample 3)."""
+    from motus_core.data.video import write_video
+    from motus_core.models.motus.text_encoder import build_tiny_text_encoder
+    from motus_core.preprocessing import make_mosaic
+
+    enc = build_tiny_text_encoder(seed=0)
+    rng = np.random.default_rng(0)
+    frames = 30
+    q = rng.normal(size=(frames, 14)).astype(np.float32)
+    mos = [make_mosaic(render(x), render(x[::-1].copy()), render(-x)) for x in q]
+    # AC-One layout
+    ac = tmp_path / "ac_one" / "fold_towel"
+    for sub in ("videos", "qpos", "instructions"):
+        (ac / sub).mkdir(parents=True)
+    for i in range(2):
+        write_video(ac / "videos" / f"{i}.mp4", mos)
+        torch.save(torch.from_numpy(q), ac / "qpos" / f"{i}.pt")
+    (ac / "instructions" / "fold_towel.txt").write_text("fold the towel")
+    torch.save(enc.encode(["fold the towel"])[0][None].to(torch.bfloat16), ac / "instructions" / "fold_towel.pt")  # [1, L, D]
+    data = _open(tmp_path / "ac_one", "data.stats_key=ac_one", "data.vlm_image=original", "data.val_episodes=0")
+    assert data.stats_key == "ac_one" and not data.skipped  # packaged official statistics
+    s = data.train[0]
+    assert s["instruction"] == "fold the towel" and s["language_embedding"].shape[1] == 32
+    v = data.train.prompt(np.ascontiguousarray(mos[s["cond_index"]]), "fold the towel")
+    grid = s["vlm_inputs"]["image_grid_thw"]
+    assert torch.equal(grid, v["image_grid_thw"])  # built from the 360x320 mosaic, not the 64x64 model image
+    assert not torch.equal(grid, data.train.prompt(s["condition_image"], "x")["image_grid_thw"])
+    # RoboTwin 2.0 layout
+    rt = tmp_path / "robotwin" / "clean" / "stack_blocks"
+    for sub in ("videos", "qpos", "metas", "umt5_wan"):
+        (rt / sub).mkdir(parents=True)
+    lines = ["stack the blocks", "put one block on the other"]
+    for i in range(2):
+        write_video(rt / "videos" / f"{i}.mp4", mos)
+        torch.save(torch.from_numpy(q), rt / "qpos" / f"{i}.pt")
+        (rt / "metas" / f"{i}.txt").write_text("\n".join(lines) + "\n")
+        torch.save([e.to(torch.bfloat16) for e in enc.encode(lines)], rt / "umt5_wan" / f"{i}.pt")
+    data = _open(tmp_path / "robotwin", "data.normalize=false", "data.global_downsample_rate=3",
+                 "model.config.video_action_freq_ratio=2", "data.val_episodes=0")
+    assert data.normalizer is None and not data.skipped and set(data.instructions) == set(lines)
+    s = data.train[3]
+    c = s["cond_index"]
+    assert torch.equal(s["initial_state"], torch.from_numpy(q[c]))  # raw joints, not normalised
+    assert torch.equal(s["action_sequence"], torch.from_numpy(q[[min(c + 3 * (i + 1), frames - 1) for i in range(8)]]))
+    assert s["instruction"] in lines
+    emb_index = lines.index(s["instruction"])
+    assert torch.equal(s["language_embedding"], enc.encode(lines)[emb_index].to(torch.bfloat16))
+
+
+def test_pretrain_layout_initialisation(tmp_path):
+    """A Stage-2 (pretrain layout) official file into the finetune layout, as load_pretrain_weights."""
+    from motus_core.models.motus.config import MotusConfig
+    from motus_core.models.motus.model import MotusModel
+    from motus_core.models.motus.train.build import build_models, model_config
+    from motus_core.models.motus.train.export import official_state_dict
+    from motus_core.models.motus.loading import build_motus_model, build_vlm
+    from motus_core.models.motus.convert import CheckpointError
+
+    cfg = model_config(config(tmp_path, tmp_path / "o").model)
+    pre = MotusConfig.from_dict({**cfg.to_dict(), "training_mode": "pretrain"})
+    src = build_motus_model(pre, None, seed=5)
+    vlm = build_vlm(pre.vlm, None, seed=6)
+    module = official_state_dict(src.state_dict(), vlm.state_dict(), dtype=None)
+    (tmp_path / "stage2" / "pytorch_model").mkdir(parents=True)
+    torch.save({"module": module}, tmp_path / "stage2" / "pytorch_model" / "mp_rank_00_model_states.pt")
+    c = config(tmp_path, tmp_path / "o", "init.source=pretrain", f"init.path={tmp_path / 'stage2'}")
+    built = build_models(c.model, c.init, torch.device("cpu"))
+    sd, ref = built.model.state_dict(), src.state_dict()
+    assert torch.equal(sd["video.blocks.0.attn1.to_q.weight"], ref["video.blocks.0.attn1.to_q.weight"])
+    assert torch.equal(sd["action_expert.blocks.0.wan_action_qkv"], ref["action_expert.blocks.0.wan_action_qkv"])
+    assert "action_expert.input_encoder.state_encoder.0.weight" in sd  # finetune layout, fresh
+    assert "action_expert.registers" in sd and "action_expert.registers" not in ref
+    assert torch.equal(built.vlm.model.state_dict()["language_model.embed_tokens.weight"], vlm.state_dict()["language_model.embed_tokens.weight"])
+    # anything else that does not fit is an error naming the key
+    module.pop("video_model.wan_model.blocks.0.self_attn.q.weight")
+    torch.save({"module": module}, tmp_path / "stage2" / "pytorch_model" / "mp_rank_00_model_states.pt")
+    with pytest.raises(CheckpointError, match="blocks.0.attn1.to_q.weight"):
+        build_models(c.model, c.init, torch.device("cpu"))
