@@ -275,6 +275,14 @@ def test_training_inputs_equal_policy_inputs(tmp_path):
     vin_train, vin_policy = s["vlm_inputs"], policy.vlm.prompt(image, INSTRUCTION)
     assert torch.equal(vin_train["input_ids"], vin_policy["input_ids"])
     assert (vin_train["pixel_values"] - vin_policy["pixel_values"]).abs().mean() < 0.05
+    # the training frame cache serves the very bytes the per-sample decode produces
+    from motus_core.data.reader import FrameCache
+
+    cache = FrameCache(tmp_path / "cache", (mcfg.video_height, mcfg.video_width))
+    cache.ensure(reader.episodes[0])
+    cached = MotusDataset(tmp_path, normalizer=norm, num_video_frames=4, video_action_freq_ratio=4,
+                          image_hw=(mcfg.video_height, mcfg.video_width), seed=0, frame_cache=cache).sample(reader.episodes[0], 2)
+    assert torch.equal(cached["first_frame"], s["first_frame"]) and torch.equal(cached["video_frames"], s["video_frames"])
     # identical inputs -> identical VLM features through both code paths
     h_train = vlm_hidden(policy.vlm, [vin_policy])
     h_policy = policy.vlm(image, INSTRUCTION)
@@ -523,3 +531,14 @@ def test_pretrain_layout_initialisation(tmp_path):
     torch.save({"module": module}, tmp_path / "stage2" / "pytorch_model" / "mp_rank_00_model_states.pt")
     with pytest.raises(CheckpointError, match="blocks.0.attn1.to_q.weight"):
         build_models(c.model, c.init, torch.device("cpu"))
+
+
+def test_time_based_checkpoints_and_pruning(dataset, tmp_path):
+    from motus_core.models.motus.train.trainer import train
+
+    out = tmp_path / "run"
+    assert train(config(dataset, out, "train.steps=4", "train.save_every=0", "train.save_every_minutes=1e-9",
+                        "train.keep_checkpoints=2")) == 0
+    # a checkpoint after every step (the interval has always elapsed), the oldest pruned, final at the end
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000003"]
+    assert (out / "final" / "training_state.pt").is_file() and (out / "latest").resolve() == (out / "final").resolve()
