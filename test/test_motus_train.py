@@ -41,7 +41,6 @@ def fixed_loss(trainer, n: int = 4) -> float:
     from motus_core.models.motus.train.data import collate
 
     batch = collate([trainer.data.train[i] for i in range(n)], trainer.mcfg.text_len)
-    model = trainer.built.model
     with torch.no_grad():
         enc = trainer.loss.encode(batch)
         out = trainer.loss(enc, torch.Generator().manual_seed(123))
@@ -235,7 +234,7 @@ def test_skipped_episodes_in_run_summary_and_zero_range_joints(tmp_path):
 def test_training_inputs_equal_policy_inputs(tmp_path):
     """Same raw frames + joint state: the training-sample path and the policy node's input path build the
     same model inputs (exactly without a codec; within H.264's error through a recorded video)."""
-    from motus_core.data.motus_layout import EpisodeRef, write_episode
+    from motus_core.data.motus_layout import write_episode
     from motus_core.models.motus.train.data import TrainSamples
     from motus_core.data.reader import MotusDataset
     from motus_core.models.motus.policy import create_random
@@ -505,7 +504,6 @@ def test_official_layouts_through_the_reader(tmp_path):
 def test_pretrain_layout_initialisation(tmp_path):
     """A Stage-2 (pretrain layout) official file into the finetune layout, as load_pretrain_weights."""
     from motus_core.models.motus.config import MotusConfig
-    from motus_core.models.motus.model import MotusModel
     from motus_core.models.motus.train.build import build_models, model_config
     from motus_core.models.motus.train.export import official_state_dict
     from motus_core.models.motus.loading import build_motus_model, build_vlm
@@ -542,3 +540,29 @@ def test_time_based_checkpoints_and_pruning(dataset, tmp_path):
     # a checkpoint after every step (the interval has always elapsed), the oldest pruned, final at the end
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000003"]
     assert (out / "final" / "training_state.pt").is_file() and (out / "latest").resolve() == (out / "final").resolve()
+
+
+def test_converted_checkpoint_initialisation_is_strict(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from motus_core.models.motus.checkpoint import save_converted
+    from motus_core.models.motus.convert import CheckpointError
+    from motus_core.models.motus.loading import build_motus_model, build_vae, build_vlm
+    from motus_core.models.motus.train.build import build_models, model_config
+
+    c0 = config(tmp_path, tmp_path / "o")
+    cfg = model_config(c0.model)
+    model = build_motus_model(cfg, None, seed=3)
+    save_converted(tmp_path / "conv", cfg, model.state_dict(), build_vae(cfg.vae, None).vae.state_dict(),
+                   build_vlm(cfg.vlm, None).state_dict(), progress=False)
+    c = config(tmp_path, tmp_path / "o", "init.source=converted", f"init.path={tmp_path / 'conv'}")
+    built = build_models(c.model, c.init, torch.device("cpu"))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in built.model.state_dict().items())
+    assert all(p.requires_grad for p in built.model.parameters()) and built.model.training
+    shard = next((tmp_path / "conv").glob("motus-*.safetensors"))
+    sd = load_file(str(shard))
+    sd.pop("action_expert.registers")
+    sd["action_expert.extra"] = torch.zeros(1)
+    save_file(sd, str(shard))
+    with pytest.raises(CheckpointError, match=r"missing keys: action_expert.registers.*unexpected keys: action_expert.extra"):
+        build_models(c.model, c.init, torch.device("cpu"))

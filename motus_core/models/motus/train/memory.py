@@ -19,8 +19,6 @@ allocator fragmentation and CUDA/cuBLAS workspaces (a few GB on a real run).
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from ..config import MotusConfig
@@ -43,7 +41,7 @@ def estimate(cfg: MotusConfig, *, batch_size: int = 8, lora=None, activation_che
             from .lora import add_lora
 
             add_lora(model, lora)
-        vae_n = vlm_n = 0
+        vlm_n = 0
         from diffusers import AutoencoderKLWan
 
         vae_n = _params(AutoencoderKLWan(**cfg.vae))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 import os
 import random
 import signal
@@ -31,10 +30,9 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from motus_core.data.motus_layout import DatasetError, load_embedding, resolve_instruction
+from motus_core.data.motus_layout import DatasetError
 
 from ..checkpoint import load_weights
-from ..convert import load_strict
 from ..sampler import sample
 from ..model import Conditioning
 from .build import build_models
@@ -42,7 +40,7 @@ from .checkpoints import TRAIN_STATE, CheckpointWriter, PolicyExtras
 from .config import TrainConfig, TrainConfigError
 from .data import TrainData, collate, open_data, validation_indices
 from .schedule import build_optimizer
-from .step import MotusLoss, one_step, vlm_hidden
+from .step import MotusLoss, one_step
 
 log = logging.getLogger("motus_train")
 
