@@ -29,6 +29,7 @@ TOOLS = {
     "motus-launch": "motus_ros.launcher:main",
     "motus-convert-checkpoint": "motus_core.cli.convert_checkpoint:main",
     "motus-convert": "motus_core.cli.convert:main",
+    "motus-train": "motus_core.cli.motus_train:main",
     "motus-sim-dataset": "motus_core.cli.sim_dataset:main",
     "mola-train-stage1": "motus_core.cli.mola_train:stage1_main",
     "mola-train-stage2": "motus_core.cli.mola_train:stage2_main",

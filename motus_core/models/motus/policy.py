@@ -370,6 +370,9 @@ def _normalizer_from(options: Mapping, profile, base_dir: Path | None, *, allow_
         path = resolve(base_dir, stats) if base_dir is not None else Path(stats)
         if not key:
             raise PolicyError("options 'stats' given without 'stats_key' and no robot profile")
+        if profile is not None and profile.stats_key and options.get("stats_key") and profile.stats_key != key:
+            # one normalisation: a checkpoint's own statistics (those it was trained with) win over the profile's
+            log.info("statistics %r from the checkpoint (%s), not the robot profile's %r", key, path, profile.stats_key)
         try:
             return load_stats(path, key)
         except PreprocessingError as exc:
