@@ -23,6 +23,7 @@ EXECUTABLES = {
 # Command-line tools that are not ROS nodes (installed to bin/).
 TOOLS = {
     "motus-launch": "motus_ros.launcher:main",
+    "motus-eval": "motus_ros.eval.cli:main",
     "motus-convert-checkpoint": "motus_core.models.motus.convert_cli:main",
     "motus-convert": "motus_core.data.convert:main",
     "motus-sim-dataset": "motus_core.sim.dataset:main",
