@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attach", action="store_true", help="use a running sim + policy + executor graph instead of starting one")
     p.add_argument("--startup-timeout", type=float, default=600.0, help="wall seconds for the graph to come up (model loading included)")
     p.add_argument("--log-dir", type=Path, default=None, help="node logs of the started graph (default: next to the JSON file)")
+    p.add_argument("--liveliness-lease", type=float, default=0.5,
+                   help="s, the policy's liveliness lease in the started graph (60 ms on a robot PC; longer on a loaded machine)")
     p.add_argument("--robot", default="sim_aloha", help="robot profile (topics)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -90,6 +92,8 @@ def _check_args(ns, p: argparse.ArgumentParser) -> None:
         p.error(f"--episodes must be within 0..{len(ns.seeds)} (the number of seeds)")
     if not ns.real_time_factor > 0:
         p.error("--real-time-factor must be positive")
+    if not ns.liveliness_lease > 0:
+        p.error("--liveliness-lease must be positive")
     if ns.time_limit < 0:
         p.error("--time-limit must be positive")
 
@@ -130,7 +134,7 @@ class Evaluation:
                   "device": ns.device, "strategy": self.strategy, "instruction": self.instruction,
                   "real_time_factor": str(ns.real_time_factor)}
         log_dir = ns.log_dir or self.out_json.with_suffix("").parent / (self.out_json.stem + "_logs")
-        self.graph = EvalGraph(values, log_dir)
+        self.graph = EvalGraph(values, log_dir, ns.liveliness_lease)
         self._say(f"starting sim + policy ({ns.policy}) + executor ({self.strategy}); node logs in {log_dir}")
         self.graph.start_all()
         return None
