@@ -26,6 +26,7 @@ TOOLS = {
     "motus-eval": "motus_ros.eval.cli:main",
     "motus-convert-checkpoint": "motus_core.models.motus.convert_cli:main",
     "motus-convert": "motus_core.data.convert:main",
+    "motus-train": "motus_core.cli.motus_train:main",
     "motus-sim-dataset": "motus_core.sim.dataset:main",
     "mola-train-stage1": "motus_core.models.mola.train.cli:stage1_main",
     "mola-train-stage2": "motus_core.models.mola.train.cli:stage2_main",

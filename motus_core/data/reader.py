@@ -122,6 +122,9 @@ class MotusDataset(Dataset):
         normalize: bool = True,
         samples_per_episode: int = 10,
         episodes: Sequence[EpisodeRef] | None = None,
+        normalizer: MinMaxNormalizer | None = None,
+        keep_condition_frame: bool = False,
+        frame_cache: "FrameCache | None" = None,
     ):
         self.root = Path(root)
         if min(num_video_frames, video_action_freq_ratio, global_downsample_rate) < 1:
@@ -135,8 +138,12 @@ class MotusDataset(Dataset):
         self.episodes: list[EpisodeRef] = list(episodes) if episodes is not None else find_episodes(self.root)
         if not self.episodes:
             raise DatasetError(f"no episodes (task folders with videos/, qpos/, instructions/) under {self.root}")
-        self.normalizer: MinMaxNormalizer | None = None
-        if normalize:
+        self.keep_condition_frame = bool(keep_condition_frame)
+        self.frame_cache = frame_cache
+        if frame_cache is not None and tuple(frame_cache.image_hw) != self.image_hw:
+            raise ValueError(f"frame cache holds {frame_cache.image_hw} images, the dataset makes {self.image_hw}")
+        self.normalizer: MinMaxNormalizer | None = normalizer if normalize else None
+        if normalize and normalizer is None:
             sf, key = _default_stats(self.root, stats_file, stats_key)
             if key is None:
                 raise DatasetError(f"no stat.json in {self.root}: pass stats_file/stats_key or normalize=False")
@@ -191,8 +198,13 @@ class MotusDataset(Dataset):
         if not 0 <= cond < total:
             raise IndexError(f"episode {ref.name}: condition frame {cond} outside [0, {total})")
         idx = sampling_indices(total, cond, **self._kw())
-        frames = read_frames(ref.video, [idx.cond, *idx.video])
-        chw = np.stack([to_unit_chw(resize_with_padding(f, self.image_hw)) for f in frames])
+        wanted = [idx.cond, *idx.video]
+        if self.frame_cache is not None and not self.keep_condition_frame:
+            model_images = list(self.frame_cache.frames(ref)[wanted])  # same preprocessing, done once per episode
+        else:
+            frames = read_frames(ref.video, wanted)
+            model_images = [resize_with_padding(f, self.image_hw) for f in frames]
+        chw = np.stack([to_unit_chw(im) for im in model_images])
         qpos = load_qpos(ref.qpos)
         state = qpos[idx.cond]
         actions = qpos[list(idx.actions)]
@@ -209,7 +221,11 @@ class MotusDataset(Dataset):
             "episode": ref.name,
             "cond_index": int(cond),
             "frame_indices": (idx.cond, *idx.video),  # episode frame of first_frame and each video frame
+            # the model-size uint8 image of the condition frame (what the policy node builds from a live observation)
+            "condition_image": model_images[0],
         }
+        if self.keep_condition_frame:  # the condition frame at its original resolution (official AC-One VLM input)
+            out["condition_frame"] = frames[0]
         if src.embedding is not None:
             emb, which = load_embedding(src.embedding, rng if src.embedding_is_list else None)
             out["language_embedding"] = emb
@@ -225,6 +241,56 @@ class MotusDataset(Dataset):
         qpos = load_qpos(ref.qpos)
         n = min(len(frames), len(qpos))
         return frames[:n], qpos[:n].astype(np.float32), self._instruction(ref).texts[0]
+
+
+class FrameCache:
+    """Model-size frames of whole episodes, decoded and preprocessed once, memory-mapped by every worker.
+
+    ``<directory>/<task>__<id>__<H>x<W>.npy`` (uint8 ``[T, H, W, 3]``, ``resize_with_padding`` of each
+    decoded mosaic: the same bytes the reader would produce per sample). A file is rebuilt when its
+    video changes (size and mtime are part of a side ``.json``). Random access then costs a page-cache
+    read instead of decoding from the previous keyframe.
+    """
+
+    def __init__(self, directory: str | Path, image_hw: Sequence[int]):
+        self.directory = Path(directory)
+        self.image_hw = (int(image_hw[0]), int(image_hw[1]))
+        self._open: dict[Path, np.ndarray] = {}
+
+    def path(self, ref: EpisodeRef) -> Path:
+        h, w = self.image_hw
+        return self.directory / f"{ref.task}__{ref.episode_id}__{h}x{w}.npy"
+
+    @staticmethod
+    def _stamp(ref: EpisodeRef) -> dict:
+        st = ref.video.stat()
+        return {"video": str(ref.video), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    def ensure(self, ref: EpisodeRef) -> Path:
+        import json
+        import os
+
+        p = self.path(ref)
+        side = p.with_suffix(".json")
+        stamp = self._stamp(ref)
+        if p.is_file() and side.is_file() and json.loads(side.read_text()) == stamp:
+            return p
+        self.directory.mkdir(parents=True, exist_ok=True)
+        frames = np.stack([resize_with_padding(f, self.image_hw) for f in read_video(ref.video)])
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp.npy")
+        np.save(tmp, frames)
+        os.replace(tmp, p)
+        side.write_text(json.dumps(stamp))
+        return p
+
+    def frames(self, ref: EpisodeRef) -> np.ndarray:
+        p = self.path(ref)
+        if p not in self._open:
+            self._open[p] = np.load(p, mmap_mode="r")
+        return self._open[p]
+
+    def __getstate__(self):  # workers open their own memory maps
+        return {"directory": self.directory, "image_hw": self.image_hw, "_open": {}}
 
 
 def _pad_text(emb: torch.Tensor, text_len: int) -> torch.Tensor:
@@ -256,4 +322,4 @@ def collate(batch: Sequence[dict[str, Any] | None], text_len: int = T5_TEXT_LEN)
     return out
 
 
-__all__ = ["MotusDataset", "SampleIndices", "collate", "draw_condition_index", "max_condition_index", "sampling_indices", "T5_TEXT_LEN"]
+__all__ = ["FrameCache", "MotusDataset", "SampleIndices", "collate", "draw_condition_index", "max_condition_index", "sampling_indices", "T5_TEXT_LEN"]

@@ -354,7 +354,31 @@ def full_config() -> MotusConfig:
     return MotusConfig(vlm=copy.deepcopy(QWEN3_VL_2B))
 
 
-PRESETS = {"tiny": tiny_config, "reduced": reduced_config, "full": full_config}
+def reduced_sim_config() -> MotusConfig:
+    """A reduced-width Motus for the simulated robot, trained from scratch on a CPU (``reduced_sim`` recipe).
+
+    The real architecture (three streams, joint attention, Wan blocks, AdaLN, VAE, Qwen3-VL) with
+    3 layers, a 128-wide video stream, a 96x128 (WxH) image, 4 predicted frames (48 actions at
+    ratio 12, i.e. frames every 0.4 s at 30 Hz), the tiny umT5's 32-wide text embedding and tiny
+    random frozen VAE and VLM: a batch-8 step well under a second and a 10-step chunk in ~0.1 s on
+    one CPU thread.
+    """
+    return MotusConfig(
+        wan=dict(WAN_TI2V_5B, num_attention_heads=4, attention_head_dim=32, text_dim=32, ffn_dim=512, num_layers=3),
+        text_len=64,
+        action_expert_dim=128, action_expert_ffn_dim=512,
+        und_expert_dim=64, und_expert_ffn_dim=256,
+        vlm_dim=64,
+        num_video_frames=4, video_action_freq_ratio=12,
+        video_height=128, video_width=96,
+        num_inference_steps=10,
+        vae=dict(WAN22_VAE, base_dim=8, decoder_base_dim=8, num_res_blocks=1,
+                 latents_mean=[0.0] * 48, latents_std=[1.0] * 48),
+        vlm=tiny_vlm_config(hidden=64, layers=1, vision_hidden=32, vision_depth=1),
+    )
+
+
+PRESETS = {"tiny": tiny_config, "reduced": reduced_config, "reduced_sim": reduced_sim_config, "full": full_config}
 
 
 def from_fixture(cfg: Mapping[str, Any], latents_mean, latents_inv_std) -> MotusConfig:

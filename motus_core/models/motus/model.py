@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 from diffusers import WanTransformer3DModel
 from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 
@@ -82,6 +83,8 @@ class MotusModel(nn.Module):
         self.und_expert = UndExpert(config)
         self.attention_backend = "auto"
         self._compiled_layer = None
+        # training: recompute each layer's activations in backward instead of storing them
+        self.activation_checkpointing = False
 
     # --------------------------------------------------------------------------------- precision
     def _apply(self, fn, recurse=True):
@@ -214,7 +217,11 @@ class MotusModel(nn.Module):
         layers = []
         for i in range(cfg.num_layers):
             fn = self._compiled_layer or self._layer
-            x_v, x_a, x_u = fn(i, x_v, x_a, x_u, mod_v, mod_a, rope_cos, rope_sin, cond.context_kv[i])
+            args = (i, x_v, x_a, x_u, mod_v, mod_a, rope_cos, rope_sin, cond.context_kv[i])
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                x_v, x_a, x_u = torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+            else:
+                x_v, x_a, x_u = fn(*args)
             if return_layers:
                 layers.append((x_v, x_a, x_u))
 

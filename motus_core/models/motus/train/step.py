@@ -1,0 +1,111 @@
+"""One Motus Stage-3 training step: frozen VAE + frozen VLM inputs -> the official flow-matching loss.
+
+:class:`MotusLoss` is the module the optimizer (and DDP/FSDP) sees: it owns the trainable tri-stream
+model and computes, for a collated batch (``data.collate``):
+
+1. the clean video latent of ``[first_frame, video_frames...]`` with the frozen VAE (the condition
+   latent is its first latent frame: the Wan VAE is causal in time and encodes frame 0 alone, so this
+   equals the official separate ``encode(first_frame)``; a test checks it);
+2. the VLM's last hidden state per sample (frozen, the policy node's prompt builder, one sample at a
+   time like the policy; right-padded with zeros to the batch's longest prompt);
+3. the understanding tokens and the text context (trainable adapters), then ``stage3_loss`` with the
+   step's own generator (timestep indices and noises in the official draw order).
+
+:func:`one_step` runs one complete optimizer step (forward, backward, clip, AdamW): the GPU benchmark
+calls it for a full-size LoRA + activation-checkpointing step.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..model import Conditioning, MotusModel
+from ..vae import MotusVAE
+from ..vlm import VLMFeatures
+
+
+def vlm_hidden(vlm: VLMFeatures, inputs: list[dict]) -> torch.Tensor:
+    """Per-sample frozen VLM features, right-padded with zeros -> ``[B, L_max, vlm_dim]`` (float32)."""
+    hs = []
+    with torch.no_grad():
+        for inp in inputs:
+            x = {k: v.to(vlm.device) for k, v in inp.items()}
+            x["pixel_values"] = x["pixel_values"].to(vlm.dtype)
+            hs.append(vlm.model(**x, use_cache=False).last_hidden_state.float()[0])
+    n = max(h.shape[0] for h in hs)
+    return torch.stack([torch.cat([h, h.new_zeros(n - h.shape[0], h.shape[1])]) if h.shape[0] < n else h for h in hs])
+
+
+def video_pixels(batch: dict) -> torch.Tensor:
+    """``first_frame [B,3,H,W]`` + ``video_frames [B,F,3,H,W]`` -> ``[B, 3, 1+F, H, W]`` in [0, 1]."""
+    return torch.cat([batch["first_frame"][:, None], batch["video_frames"]], dim=1).permute(0, 2, 1, 3, 4)
+
+
+class MotusLoss(nn.Module):
+    """The trainable model + its frozen input encoders (kept outside the module tree: never trained,
+    never wrapped by DDP/FSDP, never in the optimizer)."""
+
+    def __init__(self, model: MotusModel, vae: MotusVAE, vlm: VLMFeatures):
+        super().__init__()
+        self.model = model
+        object.__setattr__(self, "vae", vae)
+        object.__setattr__(self, "vlm", vlm)
+
+    def encode(self, batch: dict) -> dict:
+        """The frozen part: VAE latents and VLM features (no graph)."""
+        dev = self.model.device
+        with torch.no_grad():
+            clean = self.vae.encode_pixels(video_pixels(batch).to(dev))
+        return {
+            "clean": clean,
+            "vlm_hidden": vlm_hidden(self.vlm, batch["vlm_inputs"]),
+            "t5": batch["language_embedding"].to(dev),
+            "actions": batch["action_sequence"].to(dev),
+            "state": batch["initial_state"].to(dev) if batch.get("initial_state") is not None else None,
+        }
+
+    def forward(self, enc: dict, generator: torch.Generator | None = None, draws: dict | None = None) -> dict:
+        m = self.model
+        cond = Conditioning(und=m.und_tokens(enc["vlm_hidden"]), context_kv=m.context_kv(m.text_context(enc["t5"])))
+        clean = enc["clean"]
+        return m.stage3_loss(clean, clean[:, :, :1], enc["actions"], enc["state"], cond, generator=generator, **(draws or {}))
+
+
+def autocast(precision: str, device: torch.device):
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def one_step(loss_module: MotusLoss, optimizer: torch.optim.Optimizer, batch: dict, *, generator: torch.Generator | None = None,
+             grad_clip: float = 0.5, precision: str = "auto", wrapped: nn.Module | None = None) -> dict[str, Any]:
+    """One optimizer step on ``batch``; returns the float losses and the grad norm.
+
+    ``wrapped``: the DDP/FSDP wrapper of ``loss_module`` when distributed (its forward syncs grads).
+    """
+    dev = loss_module.model.device
+    enc = loss_module.encode(batch)
+    with autocast(precision, dev):
+        out = (wrapped or loss_module)(enc, generator)
+    loss = out["total_loss"]
+    optimizer.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss.detach()):
+        return {"total_loss": float(loss.detach()), "video_loss": float(out["video_loss"].detach()),
+                "action_loss": float(out["action_loss"].detach()), "grad_norm": float("nan"), "finite": False}
+    loss.backward()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    clip = grad_clip if grad_clip > 0 else float("inf")
+    if wrapped is not None and hasattr(wrapped, "clip_grad_norm_"):  # FSDP: the norm over every shard
+        gn = wrapped.clip_grad_norm_(clip)
+    else:
+        gn = torch.nn.utils.clip_grad_norm_(params, clip)
+    if not torch.isfinite(gn):  # finite loss, non-finite gradient: never apply it
+        optimizer.zero_grad(set_to_none=True)
+        return {"total_loss": float(loss.detach()), "video_loss": float(out["video_loss"].detach()),
+                "action_loss": float(out["action_loss"].detach()), "grad_norm": float(gn), "finite": False}
+    optimizer.step()
+    return {"total_loss": float(loss.detach()), "video_loss": float(out["video_loss"].detach()),
+            "action_loss": float(out["action_loss"].detach()), "grad_norm": float(gn), "finite": True}
