@@ -312,6 +312,8 @@ def run_eval(ns, work: Path, policy: Path, strategy: str, seeds: tuple[int, int]
         part = out.with_name(out.stem + f"_from{first}.json")
         cmd = [sys.executable, "-m", "motus_ros.eval", "--policy", str(policy), "--task", TASK, "--seeds", f"{first}:{seeds[1]}",
                "--strategy", strategy, "--device", ns.device, "--real-time-factor", f"{rtf:g}", "--json", str(part), "--quiet"]
+        if ns.eval_time_limit:
+            cmd += ["--time-limit", f"{ns.eval_time_limit:g}"]
         if videos:
             cmd += ["--videos", str(out.parent / "videos" / out.stem)]
         rc = _run(cmd, out.parent / f"{out.stem}.log")
@@ -396,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--curve-episodes", type=int, default=10, help="evaluation seeds per learning-curve point (the first of --eval-seeds)")
     ap.add_argument("--eval-real-time-factor", type=float, default=0.0,
                     help="simulation speed during evaluation (default: chosen from the policy's measured chunk time)")
+    ap.add_argument("--eval-time-limit", type=float, default=0.0, help="sim seconds per evaluation episode (default: the task's limit)")
     ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages to run (default all; done stages are skipped)")
     ns = ap.parse_args(argv)
     if not 1 <= ns.demos <= 100:
