@@ -246,7 +246,12 @@ def stage_train(ns, work: Path, data: dict) -> dict:
     summary = _train_summary(train)
     if rc != 0 or not summary.get("finished"):
         raise SystemExit(f"train: motus-train exited with {rc} (finished: {summary.get('finished')}); re-run to resume (see {train / 'train.log'})")
-    info = {"train_steps": int(summary["step"]), "train_minutes": round((spent + time.monotonic() - t0) / 60, 1),
+    minutes = (spent + time.monotonic() - t0) / 60
+    if minutes < 1.0 and (train / "frozen").exists() and (train / "final").exists():
+        # trained outside this bench (same command, e.g. started by hand): from the run's own files, the
+        # frozen weights written at its start to the final checkpoint (includes any pause between resumes)
+        minutes = ((train / "final").stat().st_mtime - (train / "frozen").stat().st_mtime) / 60
+    info = {"train_steps": int(summary["step"]), "train_minutes": round(minutes, 1),
             "val_action_error": _val_action_error(train), "dataset_episodes": data["episodes"], "final": str(train / "final"),
             "device": ns.device, "overrides": ns.train_override}
     _mark_done(train, info)
