@@ -206,9 +206,10 @@ class EvalClient:
 
     # -- one episode ----------------------------------------------------------------------------------
     def run_episode(self, seed: int, instruction: str, duration: float, wall_timeout: float,
-                    fault: Callable[[], str | None]) -> tuple[EpisodeResult, list]:
+                    fault: Callable[[], str | None], stall_timeout: float = 60.0) -> tuple[EpisodeResult, list]:
         """Run the policy for ``duration`` s of sim time (ends early on success). ``fault()`` returns a
-        reason when a node died; the task is then canceled and the episode fails with that reason.
+        reason when a node died; the task is then canceled and the episode fails with that reason, as
+        it does when sim time stops for ``stall_timeout`` wall seconds or the episode exceeds ``wall_timeout``.
         Returns the result and the high-camera frames (messages) of the episode (empty without video)."""
         t_wall = time.monotonic()
         ep = EpisodeResult(seed=seed, success=False)
@@ -229,8 +230,14 @@ class EvalClient:
             result_future = gh.get_result_async()
             deadline = time.monotonic() + wall_timeout
             reason = None
+            sim_seen, sim_moved = start, time.monotonic()
             while not result_future.done():
                 reason = fault()
+                now_sim = self.now()
+                if now_sim > sim_seen:
+                    sim_seen, sim_moved = now_sim, time.monotonic()
+                if reason is None and time.monotonic() - sim_moved > stall_timeout:
+                    reason = f"sim time did not advance for {stall_timeout:.0f} s of wall time (the simulator stalled)"
                 if reason is None and time.monotonic() > deadline:
                     reason = f"no RunTask result within {wall_timeout:.0f} s of wall time (the graph stalled)"
                 if reason is not None:
