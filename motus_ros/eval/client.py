@@ -186,19 +186,46 @@ class EvalClient:
             return f"the simulator refused the reset: {res.message}"
         return None
 
-    def reset_policy(self, timeout: float = 120.0) -> str | None:
+    def reset_policy(self, timeout: float = 120.0, attempts: int = 4) -> str | None:
         """Start the policy afresh for an episode: lifecycle deactivate + activate (the policy node
         calls ``policy.reset()`` and warms up on activate), as a robot's episode starts with a reset
-        policy. None on success, else why not."""
-        if not self.lifecycle_client.wait_for_service(timeout_sec=min(timeout, 10.0)):
-            return "the policy node's lifecycle service is not available"
+        policy. None on success, else why not.
+
+        A request sent right after a (re)started node was discovered can be lost by DDS before the
+        server's reply writer matches this client; so each transition is tried with a fresh client a
+        few times, and a refused deactivate of an already inactive node counts as done."""
+        per_try = max(5.0, timeout / attempts)
         for tid, what in ((Transition.TRANSITION_DEACTIVATE, "deactivate"), (Transition.TRANSITION_ACTIVATE, "activate")):
-            res = self._wait_future(self.lifecycle_client.call_async(ChangeState.Request(transition=Transition(id=tid))), timeout)
-            if res is None:
-                return f"the policy node did not answer {what} within {timeout:.0f} s"
-            if not res.success:
-                return f"the policy node refused to {what}"
+            why = f"the policy node did not answer {what} within {timeout:.0f} s"
+            for _ in range(attempts):
+                res = self._call_fresh(ChangeState, self.lifecycle_client.srv_name, ChangeState.Request(transition=Transition(id=tid)), per_try)
+                if res is None:
+                    continue
+                if res.success or (tid == Transition.TRANSITION_DEACTIVATE and self._policy_state() == "inactive"):
+                    why = None
+                else:
+                    why = f"the policy node refused to {what}"
+                break
+            if why is not None:
+                return why
         return None
+
+    def _policy_state(self) -> str:
+        from lifecycle_msgs.srv import GetState
+
+        name = self.lifecycle_client.srv_name.rsplit("/", 1)[0] + "/get_state"
+        res = self._call_fresh(GetState, name, GetState.Request(), 10.0)
+        return res.current_state.label if res is not None else ""
+
+    def _call_fresh(self, srv_type, name: str, request, timeout: float):
+        """One call on a new client (no state from a server that has since restarted); None on timeout."""
+        client = self.node.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=min(timeout, 10.0)):
+                return None
+            return self._wait_future(client.call_async(request), timeout)
+        finally:
+            self.node.destroy_client(client)
 
     def policy_chunk_ms(self) -> list[float]:
         with self._lock:
