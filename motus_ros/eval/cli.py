@@ -211,10 +211,11 @@ class Evaluation:
             self._finish()
             return 130
         finally:
-            if self.client is not None:
-                self.client.close()
+            # the node processes first: they must never outlive this process, whatever the ROS client does
             if self.graph is not None:
                 self.graph.close()
+            if self.client is not None:
+                self.client.close()
 
     def _episodes(self) -> int:
         from .client import frames_to_rgb

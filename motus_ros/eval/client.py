@@ -325,7 +325,9 @@ class EvalClient:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2.0)
+        self._thread.join(timeout=30.0)  # destroying the node under a spinning thread can crash rclpy
+        if self._thread.is_alive():
+            return  # leave the context to the interpreter's exit rather than tear it down under the thread
         try:
             self._ex.shutdown()
             self.run_client.destroy()
