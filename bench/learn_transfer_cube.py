@@ -321,6 +321,8 @@ def run_eval(ns, work: Path, policy: Path, strategy: str, seeds: tuple[int, int]
             cmd += ["--time-limit", f"{ns.eval_time_limit:g}"]
         if videos:
             cmd += ["--videos", str(out.parent / "videos" / out.stem)]
+        for item in ns.eval_executor_param:
+            cmd += ["--executor-param", item]
         rc = _run(cmd, out.parent / f"{out.stem}.log")
         new = json.loads(part.read_text()).get("episodes", []) if part.is_file() else []
         done_eps += new
@@ -404,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-real-time-factor", type=float, default=0.0,
                     help="simulation speed during evaluation (default: chosen from the policy's measured chunk time)")
     ap.add_argument("--eval-time-limit", type=float, default=0.0, help="sim seconds per evaluation episode (default: the task's limit)")
+    ap.add_argument("--eval-executor-param", action="append", default=[], metavar="NAME=VALUE",
+                    help="executor parameter during evaluation (repeatable), e.g. step_tolerance=3.0; in the final JSON")
     ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages to run (default all; done stages are skipped)")
     ns = ap.parse_args(argv)
     if not 1 <= ns.demos <= 100:
@@ -445,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         "val_action_error": trained["val_action_error"], "policy_chunk_ms_p50": chunk_p50,
         "eval_seeds": f"{ns.eval_seeds[0]}:{ns.eval_seeds[1]}", "real_time_factor": ev["real_time_factor"],
         "learning_curve": ev["curve"], "device": trained.get("device", ns.device),
+        "eval_executor_params": ns.eval_executor_param,
     }
     (work / "proof_result.json").write_text(json.dumps(final, indent=1))
     print(json.dumps(final), flush=True)

@@ -66,12 +66,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-dir", type=Path, default=None, help="node logs of the started graph (default: next to the JSON file)")
     p.add_argument("--liveliness-lease", type=float, default=0.5,
                    help="s, the policy's liveliness lease in the started graph (60 ms on a robot PC; longer on a loaded machine)")
+    p.add_argument("--executor-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="executor parameter for the started graph (repeatable), e.g. step_tolerance=3.0; listed in the report")
     p.add_argument("--robot", default="sim_aloha", help="robot profile (topics)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
+def executor_params(items: list[str]) -> dict:
+    """``NAME=VALUE`` strings -> parameters (numbers and booleans as such; the executor validates them)."""
+    out: dict = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"motus-eval: --executor-param wants NAME=VALUE, got {item!r}")
+        value: object = text
+        if text.lower() in ("true", "false"):
+            value = text.lower() == "true"
+        else:
+            try:
+                value = int(text)
+            except ValueError:
+                try:
+                    value = float(text)
+                except ValueError:
+                    pass
+        out[name] = value
+    return out
+
+
 def _check_args(ns, p: argparse.ArgumentParser) -> None:
+    executor_params(ns.executor_param)  # fail before anything starts
     if ns.task not in TASKS:
         p.error(f"unknown task {ns.task!r}; the simulator knows: {', '.join(sorted(TASKS))}")
     if ns.attach and ns.policy:
@@ -117,6 +142,8 @@ class Evaluation:
         self.client = None
         self.report = EvalReport(policy=ns.policy or "(attached)", task=ns.task, strategy=strategy, seeds=seeds,
                                  real_time_factor=ns.real_time_factor, time_limit=duration)
+        if ns.executor_param:
+            self.report.notes.append(f"executor parameters overridden: {', '.join(ns.executor_param)}")
 
     def _say(self, text: str) -> None:
         print(f"[motus-eval] {text}", flush=True)
@@ -134,7 +161,7 @@ class Evaluation:
                   "device": ns.device, "strategy": self.strategy, "instruction": self.instruction,
                   "real_time_factor": str(ns.real_time_factor)}
         log_dir = ns.log_dir or self.out_json.with_suffix("").parent / (self.out_json.stem + "_logs")
-        self.graph = EvalGraph(values, log_dir, ns.liveliness_lease)
+        self.graph = EvalGraph(values, log_dir, ns.liveliness_lease, executor_params(ns.executor_param))
         self._say(f"starting sim + policy ({ns.policy}) + executor ({self.strategy}); node logs in {log_dir}")
         self.graph.start_all()
         return None

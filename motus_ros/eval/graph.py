@@ -31,7 +31,7 @@ class GraphError(RuntimeError):
     """The evaluation graph could not be started or does not come up."""
 
 
-def eval_node_specs(values: dict[str, str], liveliness_lease: float = 0.5) -> dict[str, NodeSpec]:
+def eval_node_specs(values: dict[str, str], liveliness_lease: float = 0.5, executor_params: dict | None = None) -> dict[str, NodeSpec]:
     """The sim, policy and executor nodes of ``graph:=policy`` for these graph arguments.
 
     ``liveliness_lease``: the policy's DDS liveliness lease and the executor's ``policy_lease`` (s).
@@ -47,6 +47,8 @@ def eval_node_specs(values: dict[str, str], liveliness_lease: float = 0.5) -> di
         spec.required = False
     specs["executor"].parameters.append({"enabled": False, "policy_lease": float(liveliness_lease)})  # moves only inside a RunTask goal
     specs["policy"].parameters.append({"liveliness_lease": float(liveliness_lease)})
+    if executor_params:  # explicit overrides (e.g. step_tolerance); reported by the caller
+        specs["executor"].parameters.append(dict(executor_params))
     return specs
 
 
@@ -86,8 +88,8 @@ class _Process:
 class EvalGraph:
     """Starts the evaluation nodes as processes; logs go to ``log_dir/<node>.log``."""
 
-    def __init__(self, values: dict[str, str], log_dir: Path, liveliness_lease: float = 0.5):
-        self.specs = eval_node_specs(values, liveliness_lease)
+    def __init__(self, values: dict[str, str], log_dir: Path, liveliness_lease: float = 0.5, executor_params: dict | None = None):
+        self.specs = eval_node_specs(values, liveliness_lease, executor_params)
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._tmp = tempfile.TemporaryDirectory(prefix="motus_eval_")
