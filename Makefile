@@ -1,6 +1,7 @@
 # motus-ros: two commands on a fresh machine (Debian 12, Python >= 3.10):
 #   make demo   set everything up and run the scripted demonstrator on the simulated robot
 #   make test   set everything up and run the test suite
+#   make proof  record demonstrations, train a reduced Motus, evaluate it in simulation (docs/proof.md)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -17,9 +18,11 @@ export PYTHONUNBUFFERED := 1
 
 EPISODES ?= 3
 MODE ?= scripted
+PROOF_DIR ?= runs/proof
+PROOF_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench bench-gpu clean distclean colcon-check
+.PHONY: setup test demo proof bench bench-gpu clean distclean colcon-check
 
 setup: $(STAMP)
 
@@ -31,10 +34,14 @@ test: setup
 	$(PY) -m pytest test -rs $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m motus_ros.demo --mode $(MODE) --episodes $(EPISODES)
+	$(PY) -m motus_ros.demo --mode $(MODE) --episodes $(EPISODES) --proof-dir $(PROOF_DIR)
+
+# The closed-loop proof (hours on a CPU; each stage resumes): bench/learn_transfer_cube.py
+proof: setup
+	$(PY) bench/learn_transfer_cube.py --workdir $(PROOF_DIR) $(PROOF_ARGS)
 
 bench: setup
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in $(filter-out bench/learn_transfer_cube.py,$(wildcard bench/*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done  # the proof: make proof
 
 # Motus + MoLA at full size on one CUDA GPU (<= 8 min, random weights, final JSON line; docs/performance.md).
 # On the lent GPU machine (no venv, no network) run tools/gpu_run.sh instead. BENCH_GPU_ARGS: e.g. --parts mola

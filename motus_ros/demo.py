@@ -5,7 +5,9 @@
                  for ``--run-time`` seconds, then prints a summary (rates, latencies, limit hits,
                  chunk-boundary smoothness, task success). ``--policy demo`` (default) replays a
                  scripted demonstration recorded on the spot (ROS-free, a few seconds) through the
-                 whole pipeline; ``--policy tiny_motus`` runs the tiny random-weight Motus-shaped model
+                 whole pipeline, unless a proof run (``make proof``, bench/learn_transfer_cube.py) has
+                 trained a Motus in ``--proof-dir``: then that checkpoint drives the robot (the demo
+                 says which); ``--policy tiny_motus`` runs the tiny random-weight Motus-shaped model
                  (its random actions are mostly outside the joint limits: the executor rejects them
                  and the robot holds, which the summary shows); any other value is a policy spec.
 
@@ -98,12 +100,43 @@ class _SuccessWatcher:
         rclpy.shutdown(context=self._ctx)
 
 
+def proof_checkpoint(proof_dir: str | Path) -> tuple[Path, dict] | None:
+    """The final checkpoint of a proof run in ``proof_dir`` and what the run measured, or None."""
+    root = Path(proof_dir).expanduser()
+    final = root / "train" / "final"
+    if not (final / "motus_policy.yaml").is_file():
+        return None
+    info = {}
+    for name in ("proof_result.json", "eval/real_time_factor.json"):
+        f = root / name
+        if f.is_file():
+            try:
+                info.update(json.loads(f.read_text()))
+            except (OSError, ValueError):
+                pass
+    return final, info
+
+
 def policy_demo(ns) -> int:
     import motus_ros  # noqa: F401  (DDS environment before rclpy)
 
     tmp = Path(tempfile.mkdtemp(prefix="motus_demo_"))
     options = ""
     policy = ns.policy
+    rtf = ns.real_time_factor
+    trained = proof_checkpoint(ns.proof_dir) if policy == "demo" else None
+    if trained is not None:
+        final, info = trained
+        policy = str(final)
+        rtf = rtf or float(info.get("real_time_factor", 0.25))
+        figures = (f": success rate {info['success_rate_rtc']:.2f} (RTC) on seeds {info['eval_seeds']} after {info['train_steps']} "
+                   f"training steps on {info['demos']} demonstrations" if "success_rate_rtc" in info else "")
+        print(f"Running the Motus policy trained by the proof run in {Path(ns.proof_dir).expanduser()}{figures}; "
+              f"the simulator runs at real_time_factor {rtf:g} (CPU inference).", flush=True)
+    elif policy == "demo":
+        print(f"No proof run has trained a policy in {Path(ns.proof_dir).expanduser()} (`make proof` trains one); "
+              "replaying a scripted demonstration instead.", flush=True)
+    rtf = rtf or 1.0
     if policy == "demo":
         print(f"Recording a scripted {ns.task} demonstration (seed {ns.seed}) to replay through the closed loop ...", flush=True)
         path, start, info = record_demonstration(ns.task, ns.seed, tmp)
@@ -113,7 +146,8 @@ def policy_demo(ns) -> int:
         options = f"align=time start_index={start}"
     summary_file = tmp / "executor_summary.json"
     nodes = describe_graph({"graph": "policy", "task": ns.task, "seed": str(ns.seed), "run_time": str(ns.run_time),
-                            "policy": policy, "policy_options": options, "strategy": ns.strategy, "summary_file": str(summary_file)})
+                            "policy": policy, "policy_options": options, "strategy": ns.strategy, "summary_file": str(summary_file),
+                            "real_time_factor": str(rtf)})
     watcher = _SuccessWatcher()
     try:
         rc = run_graph(nodes)
@@ -152,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-time", type=float, default=20.0, help="policy mode: seconds of closed-loop control")
     p.add_argument("--policy", default="demo", help="policy mode: demo (replay a scripted demonstration), tiny_motus, or a policy spec")
+    p.add_argument("--proof-dir", default=os.environ.get("MOTUS_PROOF_DIR", "runs/proof"),
+                   help="policy mode: workdir of a proof run (make proof); its trained checkpoint replaces the replay when present")
+    p.add_argument("--real-time-factor", type=float, default=0.0,
+                   help="policy mode: simulation speed (default 1, or the proof run's factor for its CPU-trained checkpoint)")
     p.add_argument("--strategy", default="rtc", choices=strategy_names(), help="policy mode: chunk execution strategy")
     ns = p.parse_args(argv)
     if ns.mode == "scripted":

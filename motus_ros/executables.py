@@ -27,6 +27,7 @@ EXECUTABLES = {
 # motus_core/cli/<tool>.py (thin argparse mains over library code), ROS tools in motus_ros/.
 TOOLS = {
     "motus-launch": "motus_ros.launcher:main",
+    "motus-eval": "motus_ros.eval.cli:main",
     "motus-convert-checkpoint": "motus_core.cli.convert_checkpoint:main",
     "motus-convert": "motus_core.cli.convert:main",
     "motus-train": "motus_core.cli.motus_train:main",

@@ -1,0 +1,66 @@
+"""The proof bench's bookkeeping (ROS-free): which seeds are recorded, when a stage is complete, the
+learning-curve checkpoints and the evaluation speed. The stages themselves run in ``make proof``."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from test.helpers import ROOT
+
+spec = importlib.util.spec_from_file_location("learn_transfer_cube", ROOT / "bench" / "learn_transfer_cube.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def _episode(root: Path, eid: str, state: str, outcome: str, seed: int | None, task: str = "transfer_cube") -> None:
+    from motus_core.data.episode import EpisodeMetadata, write_metadata
+
+    d = root / eid
+    (d / "bag").mkdir(parents=True)
+    notes = f"scripted demonstrator, seed {seed}" if seed is not None else ""
+    write_metadata(d, EpisodeMetadata(episode_id=eid, robot="sim_aloha", task=task, instruction="x", state=state, outcome=outcome, notes=notes))
+
+
+def test_recorded_seeds_counts_complete_episodes_of_the_task_only(tmp_path):
+    _episode(tmp_path, "transfer_cube_1", "complete", "success", 0)
+    _episode(tmp_path, "transfer_cube_2", "complete", "failure", 1)
+    _episode(tmp_path, "transfer_cube_3", "complete", "success", 1)  # the retry of seed 1
+    _episode(tmp_path, "transfer_cube_4", "incomplete", "unknown", 2)  # interrupted: not recorded
+    _episode(tmp_path, "insertion_5", "complete", "success", 3, task="insertion")
+    _episode(tmp_path, "transfer_cube_6", "complete", "success", None)  # not the demonstrator's
+    assert bench.recorded_seeds(tmp_path) == {0: ["success"], 1: ["failure", "success"]}
+
+
+def test_parse_seeds():
+    assert bench.parse_seeds("1000:1050") == (1000, 1050)
+    for bad in ("5:5", "10:2", "a:b", "3"):
+        with pytest.raises(Exception):
+            bench.parse_seeds(bad)
+
+
+def test_real_time_factor_follows_the_chunk_time():
+    assert bench.choose_real_time_factor(0.1) == 1.0
+    assert bench.choose_real_time_factor(0.4) == 1.0
+    assert bench.choose_real_time_factor(1.0) == pytest.approx(0.4)
+    assert bench.choose_real_time_factor(2.5) == pytest.approx(0.15)
+    assert bench.choose_real_time_factor(100.0) == pytest.approx(0.05)  # floor
+
+
+def test_curve_checkpoints_spread_over_the_run(tmp_path):
+    for s in range(500, 6001, 500):
+        (tmp_path / "checkpoints" / f"step_{s:08d}").mkdir(parents=True)
+    picked = [p.name for p in bench.curve_checkpoints(tmp_path, 3)]
+    assert picked == ["step_00000500", "step_00003000", "step_00006000"] or picked == ["step_00000500", "step_00003500", "step_00006000"]
+    assert len(bench.curve_checkpoints(tmp_path, 20)) == 12
+
+
+def test_eval_json_complete(tmp_path):
+    f = tmp_path / "e.json"
+    assert not bench._eval_json_complete(f, (1000, 1003))
+    f.write_text(json.dumps({"episodes": [{"seed": 1000}, {"seed": 1001}]}))
+    assert not bench._eval_json_complete(f, (1000, 1003))
+    f.write_text(json.dumps({"episodes": [{"seed": 1000}, {"seed": 1001}, {"seed": 1002}]}))
+    assert bench._eval_json_complete(f, (1000, 1003))
