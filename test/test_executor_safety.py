@@ -339,3 +339,25 @@ def test_watchdog_keeps_a_late_tick_in_hand(limits, profile, phase):
     assert ex.watchdog_stops == 1 and ex.starved
     assert ex.stop is not None and ex.stop.end_time <= plan_end + 1e-9  # at rest when the committed actions run out
     assert_stream_within_limits(T, P, limits)
+
+
+def test_a_gripper_blocked_open_by_its_grasp_is_not_a_tracking_fault(limits, profile):
+    """Every grasp ends with the gripper more open than its command (the object is in the way): no stop.
+    A gripper driven past its command in the closing direction is still a fault."""
+    ex = ChunkExecutor(ExecutorConfig(tracking_tolerance=0.2, tracking_gripper_fraction=0.5), limits, chunk_length=48)
+    ex.configure_monitors(profile.gripper_indices, gripper_open_sign=1.0)
+    assert ex.tracking.grasp_sign[6] == 1.0 and ex.tracking.grasp_sign[13] == 1.0 and ex.tracking.grasp_sign[0] == 0.0
+    mon = TrackingMonitor(limits.names, ex.tracking.tolerance, grace=0.0, lag=0.05, grasp_sign=ex.tracking.grasp_sign)
+    cmd = np.zeros(14)
+    cmd[6] = profile.gripper.closed_value  # commanded shut
+    meas = cmd.copy()
+    meas[6] = cmd[6] + 0.9  # held open by the cube: far beyond the 0.5 tolerance, in the opening direction
+    assert mon.update(1.0, meas, [(0.99, cmd), (1.0, cmd)], active=True) is None
+    cmd2 = cmd.copy()
+    cmd2[6] = cmd[6] + 0.9  # commanded open, measured shut (pinched / a wrong unit): a fault
+    why = mon.update(1.0, cmd, [(0.99, cmd2), (1.0, cmd2)], active=True)
+    assert why is not None and "left_gripper" in why
+    # the opposite sign convention (a gripper whose value shrinks as it opens): the same measurement is a fault
+    ex.configure_monitors(profile.gripper_indices, gripper_open_sign=-1.0)
+    mon = TrackingMonitor(limits.names, ex.tracking.tolerance, grace=0.0, lag=0.05, grasp_sign=ex.tracking.grasp_sign)
+    assert mon.update(1.0, meas, [(0.99, cmd), (1.0, cmd)], active=True) is not None

@@ -256,12 +256,14 @@ class ChunkExecutor:
         return None
 
     # ------------------------------------------------------------------ safety monitors
-    def configure_monitors(self, gripper_indices, tracking_overrides=None) -> None:
+    def configure_monitors(self, gripper_indices, tracking_overrides=None, gripper_open_sign: float = 1.0) -> None:
         """Per-joint tolerances of the tracking monitor and the resync (grippers: fractions of their range)."""
         lim, cfg = self.limits, self.cfg
         tol = tracking_tolerances(lim.names, lim.lower, lim.upper, gripper_indices, cfg.tracking_tolerance,
                                   cfg.tracking_gripper_fraction, tracking_overrides)
-        self.tracking = TrackingMonitor(lim.names, tol, cfg.tracking_grace, cfg.tracking_lag)
+        grasp = np.zeros(self.dof)
+        grasp[list(gripper_indices)] = 1.0 if gripper_open_sign >= 0 else -1.0
+        self.tracking = TrackingMonitor(lim.names, tol, cfg.tracking_grace, cfg.tracking_lag, grasp_sign=grasp)
         # grippers keep their command: one closed on an object is away from it by design, and restarting
         # it at the measured opening would loosen the grasp
         self._resync_tol = np.full(self.dof, cfg.resync_tolerance)

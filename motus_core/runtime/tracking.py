@@ -33,8 +33,14 @@ def tracking_tolerances(names: Sequence[str], lower: np.ndarray, upper: np.ndarr
 
 
 class TrackingMonitor:
-    def __init__(self, names: Sequence[str], tolerance: np.ndarray, grace: float = 0.1, lag: float = 0.1):
+    def __init__(self, names: Sequence[str], tolerance: np.ndarray, grace: float = 0.1, lag: float = 0.1,
+                 grasp_sign: Sequence[float] | None = None):
+        """``grasp_sign``: per joint, +1 for a gripper whose opening grows with its value, -1 for the reverse,
+        0 for arm joints. A gripper that stays MORE OPEN than its command is blocked by what it grasps
+        (the normal end of every grasp), not a fault: only the part of its error in the closing
+        direction (pinched past the command, a wrong unit or joint map) counts towards a stop."""
         self.names = tuple(names)
+        self.grasp_sign = np.zeros(len(self.names)) if grasp_sign is None else np.asarray(grasp_sign, dtype=np.float64)
         self.tolerance = np.asarray(tolerance, dtype=np.float64)
         self.grace = float(grace)
         self.lag = float(lag)
@@ -50,12 +56,15 @@ class TrackingMonitor:
         Returns the reason to stop (once per excursion) or None.
         """
         best = None
+        g = self.grasp_sign != 0
         for t, p in reversed(history):  # newest first; only the last ``lag`` seconds up to the measurement
             if t > stamp + 1e-9:
                 continue
             if t < stamp - self.lag:
                 break
             d = np.abs(measured - p)
+            if g.any():  # grippers: only the error in the closing direction (see __init__)
+                d[g] = np.maximum(0.0, (p[g] - measured[g]) * self.grasp_sign[g])
             best = d if best is None else np.minimum(best, d)
         if best is None:
             self._over_since = None
