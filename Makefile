@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.motus-setup-stamp
-SETUP_INPUTS := tools/setup.sh tools/build_ros2_upstream.sh setup.py $(wildcard requirements/*.txt) $(wildcard motus_msgs/*.txt motus_msgs/*.xml motus_msgs/msg/* motus_msgs/srv/* motus_msgs/action/*)
+SETUP_INPUTS := tools/setup.sh tools/build_ros2_upstream.sh setup.py motus_ros/executables.py $(wildcard requirements/*.txt) $(wildcard motus_msgs/*.txt motus_msgs/*.xml motus_msgs/msg/* motus_msgs/srv/* motus_msgs/action/*)
 
 # DDS stays on loopback; MuJoCo renders through EGL; nothing is downloaded at run time.
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
