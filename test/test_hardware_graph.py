@@ -28,13 +28,13 @@ def _names(nodes):
 
 
 def test_ac_one_graph_starts_the_arx_bridge():
-    nodes = _names(describe_graph({"graph": "policy", "hardware": "none", "robot": "ac_one", "arx_driver_mode": "joint_control_v1"}))
+    nodes = _names(describe_graph({"graph": "policy", "hardware": "none", "policy": "/path/to/checkpoint", "robot": "ac_one", "arx_driver_mode": "joint_control_v1"}))
     bridge = nodes["arx_bridge"]
     assert bridge.executable in EXECUTABLES
     assert {"driver_mode": "joint_control_v1"} in bridge.parameters and {"robot": "ac_one", "use_sim_time": False} in bridge.parameters
     # not with the simulator, and not for the Piper (its driver speaks JointState)
     assert "arx_bridge" not in _names(describe_graph({"graph": "policy", "hardware": "sim", "robot": "ac_one"}))
-    assert "arx_bridge" not in _names(describe_graph({"graph": "policy", "hardware": "none", "robot": "aloha_agilex_2"}))
+    assert "arx_bridge" not in _names(describe_graph({"graph": "policy", "hardware": "none", "policy": "/path/to/checkpoint", "robot": "aloha_agilex_2"}))
 
 
 def test_pyrealsense2_cameras_per_profile_camera(agx_with_serials):
@@ -48,7 +48,7 @@ def test_pyrealsense2_cameras_per_profile_camera(agx_with_serials):
 
 def test_realsense2_camera_nodes_on_the_profile_topics(agx_with_serials):
     profile = load_profile(agx_with_serials)
-    nodes = [n for n in describe_launch_only({"graph": "policy", "hardware": "none", "robot": agx_with_serials, "cameras": "realsense2_camera"})
+    nodes = [n for n in describe_launch_only({"graph": "policy", "hardware": "none", "policy": "/path/to/checkpoint", "robot": agx_with_serials, "cameras": "realsense2_camera"})
              if n.package == "realsense2_camera"]
     assert len(nodes) == 3
     for n in nodes:
@@ -62,12 +62,12 @@ def test_realsense2_camera_nodes_on_the_profile_topics(agx_with_serials):
         assert remaps["color/image_raw"] == remaps["~/color/image_raw"] == cam.topic
         assert remaps["color/camera_info"] == remaps["~/color/camera_info"] == cam.info_topic
     # none of it in the pip-only graph
-    assert not [n for n in describe_graph({"graph": "policy", "hardware": "none", "robot": agx_with_serials, "cameras": "realsense2_camera"})
+    assert not [n for n in describe_graph({"graph": "policy", "hardware": "none", "policy": "/path/to/checkpoint", "robot": agx_with_serials, "cameras": "realsense2_camera"})
                 if n.name.startswith("camera_")]
 
 
 def test_auto_picks_what_is_installed(agx_with_serials, monkeypatch):
-    args = {"graph": "policy", "hardware": "none", "robot": agx_with_serials}
+    args = {"graph": "policy", "hardware": "none", "policy": "/path/to/checkpoint", "robot": agx_with_serials}
     monkeypatch.setattr(hardware, "realsense2_installed", lambda: False)
     assert len([n for n in describe_graph(args) if n.executable == "realsense_node"]) == 3
     monkeypatch.setattr(hardware, "realsense2_installed", lambda: True)
@@ -76,8 +76,8 @@ def test_auto_picks_what_is_installed(agx_with_serials, monkeypatch):
 
 
 def test_no_cameras_without_serials_in_the_sim_or_when_off(agx_with_serials):
-    assert not [n for n in describe_graph({"graph": "policy", "hardware": "none", "robot": "aloha_agilex_2", "cameras": "pyrealsense2"})
+    assert not [n for n in describe_graph({"graph": "policy", "hardware": "none", "policy": "/path/to/checkpoint", "robot": "aloha_agilex_2", "cameras": "pyrealsense2"})
                 if n.executable == "realsense_node"]  # the shipped profile has no serials
-    assert not [n for n in describe_graph({"graph": "policy", "hardware": "none", "robot": agx_with_serials, "cameras": "none"})
+    assert not [n for n in describe_graph({"graph": "policy", "hardware": "none", "policy": "/path/to/checkpoint", "robot": agx_with_serials, "cameras": "none"})
                 if n.executable == "realsense_node"]
     assert not [n for n in describe_graph({"graph": "demo", "hardware": "sim"}) if n.executable == "realsense_node"]
