@@ -173,6 +173,10 @@ class EvalClient:
         t0 = time.monotonic()
         if not self._wait(lambda: self.run_client.server_is_ready() and self.executor_status_wall > t0, timeout):
             return f"the executor did not come back within {timeout:.0f} s"
+        # the executor refuses to move without a fresh joint state (state_timeout): wait until it has one
+        # (state_age < 0 means none yet) instead of failing the episode's RunTask goal
+        if not self._wait(lambda: self.executor_status is not None and 0.0 <= self.executor_status.state_age < 0.5, timeout):
+            return f"the restarted executor received no joint state within {timeout:.0f} s"
         return None
 
     def reset(self, task: str, seed: int, timeout: float = 60.0) -> str | None:
