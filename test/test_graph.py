@@ -91,7 +91,7 @@ def _flatten(d, prefix=""):
     {"graph": "policy", "strategy": "sync"},
     {"graph": "record"},
     {"graph": "viz", "hardware": "none", "robot": "aloha_agilex_2"},
-    {"graph": "policy", "hardware": "none", "robot": "ac_one"},
+    {"graph": "policy", "hardware": "none", "robot": "ac_one", "policy": "/path/to/checkpoint"},
     {"graph": "sim", "image_width": "640", "image_height": "480"},
 ])
 def test_launch_file_and_launcher_start_the_same_nodes(values, ament_prefix, tmp_path):
