@@ -183,14 +183,20 @@ class CommandOutput:
             return None
         return np.asarray(joints.position, dtype=float)
 
+    def poll_driver_mode(self) -> bool:
+        """The throttled driver-mode check; True when commands may go out now. Also called while the
+        executor is disabled, so that an operator sees a refusal before enabling, not after."""
+        if not self.exclusive:
+            return True
+        wall = time.monotonic()
+        if wall >= self._next_check:
+            self._next_check = wall + (CHECK_PERIOD if wall >= self._send_after else 0.2)
+            self.check_driver_mode()
+        return not self.refused and wall >= self._send_after
+
     def publish(self, cmd, preview) -> None:
-        if self.exclusive:
-            wall = time.monotonic()
-            if wall >= self._next_check:
-                self._next_check = wall + (CHECK_PERIOD if wall >= self._send_after else 0.2)
-                self.check_driver_mode()
-            if self.refused or wall < self._send_after:
-                return
+        if not self.poll_driver_mode():
+            return
         if self.interface == "joint_state":
             self._publish_joint_states(cmd)
             return

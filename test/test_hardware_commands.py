@@ -43,6 +43,12 @@ def test_follow_joint_trajectory_against_the_real_interface(tmp_path, ros_contex
     node.create_subscription(ExecutorStatus, "/executor/status", status.append, 10)
     chunk_pub = node.create_publisher(ActionChunk, "/policy/action_chunk", QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
     enable = node.create_client(SetBool, "/executor/enable")
+    from motus_msgs.msg import PolicyStatus
+
+    # the test plays the policy: the executor takes no chunk before it knows the chunk contract
+    contract = node.create_publisher(PolicyStatus, "/policy/status", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    node.create_timer(0.1, lambda: contract.publish(PolicyStatus(state=PolicyStatus.STATE_ACTIVE, model="test", chunk_length=48,
+                                                                 step_period=1 / 30)))
 
     def spin_until(pred, timeout, what):
         end = time.monotonic() + timeout
@@ -59,7 +65,8 @@ def test_follow_joint_trajectory_against_the_real_interface(tmp_path, ros_contex
     target = q0.copy()
     target[0] += 0.2  # left_waist
     try:
-        spin_until(lambda: states and status and chunk_pub.get_subscription_count() > 0 and enable.service_is_ready(), 90, "the executor")
+        spin_until(lambda: states and status and chunk_pub.get_subscription_count() > 0 and enable.service_is_ready()
+                   and 0.0 <= status[-1].state_age < 0.5, 90, "the executor with a fresh joint state")
         fut = enable.call_async(SetBool.Request(data=True))
         spin_until(fut.done, 10, "enable")
         ramp = q0 + np.clip(np.linspace(0.0, 2.0, 48), 0.0, 1.0)[:, None] * (target - q0)

@@ -128,7 +128,7 @@ class Driver:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from std_srvs.srv import SetBool
 
-        from motus_msgs.msg import ActionChunk, ExecutorStatus
+        from motus_msgs.msg import ActionChunk, ExecutorStatus, PolicyStatus
 
         self.rclpy = rclpy
         self.node = rclpy.create_node("piper_test", context=ctx)
@@ -141,6 +141,10 @@ class Driver:
         self.enable_client = self.node.create_client(SetBool, "/executor/enable")
         self.SetBool = SetBool
         self.states = {}
+        # the test plays the policy: the executor takes no chunk before it knows the chunk contract
+        contract = self.node.create_publisher(PolicyStatus, "/policy/status", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        self.node.create_timer(0.1, lambda: contract.publish(PolicyStatus(state=PolicyStatus.STATE_ACTIVE, model="test",
+                                                                            chunk_length=48, step_period=1 / 30)))
 
     def watch(self, topic):
         self.node.create_subscription(JointState, topic, lambda m: self.states.__setitem__(topic, m), 10)
@@ -158,6 +162,8 @@ class Driver:
 
     def enable(self):
         self.spin_until(lambda: self.enable_client.service_is_ready(), 30, "the executor's enable service")
+        # the executor enables only with a fresh joint state (state_timeout; state_age < 0: none yet)
+        self.spin_until(lambda: self.status is not None and 0.0 <= self.status.state_age < 0.5, 30, "a fresh joint state at the executor")
         fut = self.enable_client.call_async(self.SetBool.Request(data=True))
         self.spin_until(fut.done, 10, "enable response")
         return fut.result()

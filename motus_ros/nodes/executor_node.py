@@ -392,14 +392,18 @@ class ExecutorNode(Node):
             return  # sim time not received yet
         with self.lock:
             cmd = self.core.tick(now)
-            if cmd is None or not self.core.enabled_once:
-                return  # no joint state yet, or real hardware never enabled: send nothing
-            preview = None
-            if self.output.interface != "joint_state" and self.ticks % traj_every == 0:
-                preview = self.core.preview(now, self.params.trajectory_horizon, self.params.trajectory_point_period,
-                                            lead=self.params.trajectory_lead)
-            request = self.core.make_request(now) if self.core.wants_request(now) else None
-            plan_end = self.core.plan.end_time if self.core.plan is not None and self.core.stop is None else np.nan
+            idle = cmd is None or not self.core.enabled_once
+            if not idle:
+                preview = None
+                if self.output.interface != "joint_state" and self.ticks % traj_every == 0:
+                    preview = self.core.preview(now, self.params.trajectory_horizon, self.params.trajectory_point_period,
+                                                lead=self.params.trajectory_lead)
+                request = self.core.make_request(now) if self.core.wants_request(now) else None
+                plan_end = self.core.plan.end_time if self.core.plan is not None and self.core.stop is None else np.nan
+        if idle:
+            if cmd is not None:
+                self.output.poll_driver_mode()  # refuse a read-mode driver before anyone enables (outside the lock)
+            return  # no joint state yet, or real hardware never enabled: send nothing
         self.ticks += 1
         self.tick_times.append(time.monotonic())
         self.output.publish(cmd, preview)
@@ -438,11 +442,15 @@ class ExecutorNode(Node):
         msg.starved = bool(st["starved"])
         msg.watchdog_stops = int(st["watchdog_stops"])
         age = st["state_age"]
-        msg.state_age = float(age) if np.isfinite(age) else -1.0
+        msg.state_age = max(0.0, float(age)) if np.isfinite(age) else -1.0  # a stamp a tick ahead of our clock is fresh
         msg.tracking_error_max = float(st["tracking_error_max"])
         msg.tracking_error_joint = st["tracking_error_joint"]
-        msg.message = st["message"] if self.core.enabled_once else \
-            "disabled (real hardware): nothing is sent until ~/enable or a RunTask goal with enable"
+        if self.output.refused:  # the driver-mode refusal outranks everything else: it is what the operator must fix
+            msg.message = self.output.refused
+        elif self.core.enabled_once:
+            msg.message = st["message"]
+        else:
+            msg.message = "disabled (real hardware): nothing is sent until ~/enable or a RunTask goal with enable"
         self.status_pub.publish(msg)
 
     def _command_rate(self) -> float:
