@@ -29,6 +29,8 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
+
+from motus_core.models.step_sampler import StepBatchSampler  # shared with the other trainer (same resume order)
 from tqdm import tqdm
 
 log = logging.getLogger("motus_core.mola.train")
@@ -149,19 +151,6 @@ def step_generator(seed: int, step: int, rank: int, device: torch.device) -> tor
     return g
 
 
-class StepBatchSampler(Sampler):
-    """Batches for steps ``start .. total-1`` of this rank: indices ``((s * world + r) * B + j) % len``."""
-
-    def __init__(self, length: int, batch_size: int, start: int, total: int, rank: int = 0, world: int = 1):
-        self.length, self.b, self.start, self.total, self.rank, self.world = length, batch_size, start, total, rank, world
-
-    def __len__(self) -> int:
-        return max(0, self.total - self.start)
-
-    def __iter__(self):
-        for s in range(self.start, self.total):
-            base = (s * self.world + self.rank) * self.b
-            yield [(base + j) % self.length for j in range(self.b)]
 
 
 # ------------------------------------------------------------------------------------- schedules

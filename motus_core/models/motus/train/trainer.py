@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
+
+from motus_core.models.step_sampler import StepBatchSampler  # shared with the other trainer (same resume order)
 from tqdm import tqdm
 
 from motus_core.data.motus_layout import DatasetError
@@ -85,19 +87,6 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 1_009 + rank) % 2**62
 
 
-class StepBatchSampler(Sampler):
-    """Batches of steps ``start .. total-1`` for one rank: indices ``((s * world + r) * B + j) % len``."""
-
-    def __init__(self, length: int, batch: int, start: int, total: int, rank: int = 0, world: int = 1):
-        self.length, self.batch, self.start, self.total, self.rank, self.world = length, batch, start, total, rank, world
-
-    def __len__(self) -> int:
-        return max(0, self.total - self.start)
-
-    def __iter__(self):
-        for s in range(self.start, self.total):
-            base = (s * self.world + self.rank) * self.batch
-            yield [(base + j) % self.length for j in range(self.batch)]
 
 
 def _worker_init(_):
