@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from motus_core.models.step_sampler import StepBatchSampler  # shared with the other trainer (same resume order)
 from tqdm import tqdm
