@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from motus_core.models.step_sampler import StepBatchSampler  # shared with the other trainer (same resume order)
+from motus_core.models.training import DistInfo, StepBatchSampler  # shared with the other trainer (same resume order)
 from tqdm import tqdm
 
 log = logging.getLogger("motus_core.mola.train")
@@ -107,16 +107,6 @@ def load_yaml_config(path: str | Path, overrides: list[str] | None = None) -> di
 # ------------------------------------------------------------------------------------ distribution
 
 
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
 
 
 def setup_distributed(device: str = "auto") -> DistInfo:

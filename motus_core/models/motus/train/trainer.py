@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from motus_core.models.step_sampler import StepBatchSampler  # shared with the other trainer (same resume order)
+from motus_core.models.training import DistInfo, StepBatchSampler  # shared with the other trainer (same resume order)
 from tqdm import tqdm
 
 from motus_core.data.motus_layout import DatasetError
@@ -56,19 +56,9 @@ class NonFiniteLoss(RuntimeError):
 # ------------------------------------------------------------------------------------ distribution
 
 
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
 
 
-def setup_dist(device: str) -> Dist:
+def setup_dist(device: str) -> DistInfo:
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         raise TrainConfigError("train.device=cuda but CUDA is not available")
@@ -80,7 +70,7 @@ def setup_dist(device: str) -> Dist:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return Dist(rank, world, local, dev)
+    return DistInfo(rank, world, local, dev)
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
