@@ -1,6 +1,7 @@
 """Round trip of every motus_msgs type (messages, services, the action) between two processes."""
 from __future__ import annotations
 
+import time
 
 import pytest
 import rclpy
@@ -43,9 +44,15 @@ def test_every_interface_round_trips_across_processes(ros_context, echo_process)
         # discovery: both directions matched for every type
         assert _spin_until(ex, lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), 20.0), "echo process not discovered"
         assert _spin_until(ex, lambda: all(node.count_publishers(f"/rt/out/{t}") > 0 for t in MSG_TYPES), 20.0)
-        for i, t in enumerate(MSG_TYPES):
-            pubs[t].publish(fill(getattr(msgs, t)(), seed=1))
-        assert _spin_until(ex, lambda: len(received) == len(MSG_TYPES), 15.0), f"missing echoes: {set(MSG_TYPES) - set(received)}"
+        # Matched on this side does not mean matched on the echo's side yet (its writer may not know our
+        # reader, and a volatile sample sent before that is gone): send again until each echo is back.
+        deadline = time.monotonic() + 20.0
+        while len(received) < len(MSG_TYPES) and time.monotonic() < deadline:
+            for t in MSG_TYPES:
+                if t not in received:
+                    pubs[t].publish(fill(getattr(msgs, t)(), seed=1))
+            _spin_until(ex, lambda: len(received) == len(MSG_TYPES), 0.5)
+        assert len(received) == len(MSG_TYPES), f"missing echoes: {set(MSG_TYPES) - set(received)}"
         for t in MSG_TYPES:
             expected = fill(getattr(msgs, t)(), seed=1)
             assert received[t] == expected, f"{t} changed in the round trip"

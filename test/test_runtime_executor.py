@@ -488,3 +488,44 @@ def test_status_reports_the_running_chunk_and_its_time_shift(limits, motion, str
     assert st["active_chunk_id"] == 7
     expected = 0.1 if strategy == "sync" else 0.0  # sync: the first action one step after arrival, not after the stamp
     assert st["active_chunk_time_offset"] == pytest.approx(expected, abs=1e-9)
+
+
+def _burst_motion(profile, duration: float = 6.0) -> np.ndarray:
+    """The robot's home pose with a roll/rotate flip as the scripted demonstrator makes one (forearm
+    roll and wrist rotate swing 0.17 rad in opposite directions and back within 0.4 s): up to
+    ~70 rad/s^2 at 30 Hz, six times the acceleration limit."""
+    t = np.arange(int(duration * 30)) / 30.0
+    q = np.tile(np.asarray(profile.home, float), (t.size, 1))
+    pulse = 0.17 * np.sin(2 * np.pi * (t - 1.0) / 0.4) * ((t >= 1.0) & (t <= 1.4))
+    for arm in (0, 7):
+        q[:, arm + 3] += pulse
+        q[:, arm + 5] -= pulse
+    return q
+
+
+@pytest.mark.parametrize("strategy", ["sync", "temporal_ensemble", "rtc"])
+def test_a_chunk_faster_than_the_limits_is_followed_within_them_not_run_away_from(strategy, limits, profile):
+    """A plan the robot cannot follow (accelerations over the limits) is tracked as closely as the limits
+    allow and rejoined. Before the guard's recovery was rate-limited, re-planning on every clamped tick
+    made the command coast away to the joint limits (the replayed demonstration reached -3.14 rad)."""
+    q = _burst_motion(profile)
+    policy = ReplayPolicy(q, align="time")
+    ex = ChunkExecutor(ExecutorConfig(strategy=strategy), limits)
+    run = run_closed_loop(policy, ex, duration=5.0, initial_state=q[0], inference_delay=0.04)
+    assert ex.guard.hits > 0  # the plan really was beyond the limits
+    assert_within_limits(run, limits)
+    lo, hi = q.min(axis=0), q.max(axis=0)
+    assert np.all(run.positions >= lo - 0.25) and np.all(run.positions <= hi + 0.25), (run.positions.min(0), run.positions.max(0))
+    np.testing.assert_allclose(run.positions[-1], q[-1], atol=1e-3)  # and rejoined the plan once it slowed down
+
+
+def test_recovery_after_a_clamp_does_not_replan_on_every_tick(limits, profile):
+    """One re-plan per recovery window: the guard tracks the recovery transition in between."""
+    q = _burst_motion(profile)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    replans = []
+    original = ex._transition
+    ex._transition = lambda *a, **k: (replans.append(a[1]), original(*a, **k))[1]
+    run_closed_loop(ReplayPolicy(q, align="time"), ex, duration=3.0, initial_state=q[0], inference_delay=0.04)
+    # (chunk switches plan transitions too; before, every clamped tick re-planned: replans > hits)
+    assert ex.guard.hits > 10 and len(replans) < ex.guard.hits / 2, (len(replans), ex.guard.hits)

@@ -6,6 +6,7 @@ from motus_core.runtime.trajectory import (
     HoldTrajectory,
     StopTrajectory,
     TransitionTrajectory,
+    offset_windows,
     WaypointSpline,
     blend_duration,
     sample,
@@ -130,3 +131,23 @@ def test_stop_trajectory_stops_within_the_acceleration_limit(a0):
     # the stop is about as short as the limit allows for the fastest joint (1.5 |v| / a without a0)
     if a0 == 0.0:
         assert stop.duration == pytest.approx(1.5 * 1.2 / 8.0, rel=0.01)
+
+
+def test_a_long_transition_does_not_swing_out_with_an_acceleration_offset():
+    """A fade-in of 3 s onto a plan that starts at 60 rad/s^2: with one window for every part of the
+    offset the quintic that cancels the acceleration swings out by ~0.017 * 60 * 3^2 = 9 rad; with the
+    acceleration and velocity parts on their own short windows it stays within a few centiradians."""
+    t = np.arange(0, 4, 1 / 30)
+    plan = WaypointSpline(t, (0.5 * 60 * np.minimum(t, 0.05) ** 2)[:, None] * np.ones((1, 2)))  # 60 rad/s^2 at t = 0
+    _, vb, ab = plan.evaluate(0.0)
+    assert abs(ab[0]) > 30
+    single = TransitionTrajectory.from_state(plan, 0.0, 3.0, np.zeros(2), np.zeros(2), np.zeros(2))
+    windows = offset_windows(-vb, np.full(2, 12.0), 3.0, 0.1)
+    split = TransitionTrajectory.from_state(plan, 0.0, 3.0, np.zeros(2), np.zeros(2), np.zeros(2), *windows)
+    ts = np.linspace(0, 3.0, 301)
+    swing = lambda tr: max(abs(tr.evaluate(x)[0][0] - plan.evaluate(x)[0][0]) for x in ts)  # noqa: E731
+    assert swing(single) > 1.0
+    assert swing(split) < 0.05
+    for x, y in zip(split.evaluate(0.0), (np.zeros(2),) * 3):  # still starts exactly at the commanded state
+        np.testing.assert_allclose(x, y, atol=1e-12)
+    assert_consistent_derivatives(split, 0.0, 3.2)

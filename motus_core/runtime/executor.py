@@ -40,6 +40,7 @@ from motus_core.runtime.trajectory import (
     HoldTrajectory,
     StopTrajectory,
     TransitionTrajectory,
+    offset_windows,
     WaypointSpline,
     blend_duration,
     stop_profile_duration,
@@ -171,6 +172,8 @@ class ChunkExecutor:
         self.traj = None
         self.plan: WaypointSpline | None = None
         self.stop: StopTrajectory | None = None  # active watchdog / e-stop deceleration
+        self._recovery: TransitionTrajectory | None = None  # the last re-plan after a guard clamp (see _reanchor)
+        self._recovery_until = -np.inf
         self._suspended: WaypointSpline | None = None  # plan put aside by policy_lost
         self.measured: np.ndarray | None = None
         self.measured_stamp: float | None = None
@@ -475,7 +478,7 @@ class ChunkExecutor:
         # a motion that already exceeds the budget (e.g. an infeasible plan) may keep its own level
         v_lim = np.maximum(v_lim, np.abs(v0))
         a_lim = np.maximum(a_lim, np.abs(a0))
-        blend = TransitionTrajectory.from_state(new, t0, T, p0, v0, a0)
+        blend = self._transition(new, t0, T, p0, v0, a0)
         while T < t_max:
             ok = True
             for u in np.linspace(0.0, 1.0, samples)[1:]:
@@ -487,8 +490,15 @@ class ChunkExecutor:
             if ok:
                 break
             T = min(T * 1.3, t_max)
-            blend = TransitionTrajectory.from_state(new, t0, T, p0, v0, a0)
+            blend = self._transition(new, t0, T, p0, v0, a0)
         return blend
+
+    def _transition(self, target, t0: float, T: float, p: np.ndarray, v: np.ndarray, a: np.ndarray) -> TransitionTrajectory:
+        """From the commanded state (p, v, a) onto ``target`` within ``T``; the velocity and acceleration
+        offsets decay over their own (shorter) windows, see ``TransitionTrajectory``."""
+        _, vb, _ = target.evaluate(t0)
+        v_win, a_win = offset_windows(np.asarray(v) - vb, self.limits.acceleration, T, 0.5 * self.cfg.blend_time, self.cfg.limit_budget)
+        return TransitionTrajectory.from_state(target, t0, T, p, v, a, v_window=v_win, a_window=a_win)
 
     def policy_lost(self, now: float, reason: str = "policy lost") -> None:
         """The policy stopped (process gone, liveliness lost): stop now instead of finishing the plan.
@@ -665,16 +675,26 @@ class ChunkExecutor:
         self._begin_stop(now, ExecState.HOLDING, "holding: no fresh chunk before the committed actions ran out")
 
     def _reanchor(self, now: float, p: np.ndarray, v: np.ndarray, a: np.ndarray) -> None:
-        """The guard changed the command: plan again from what was really sent."""
+        """The guard changed the command: plan again from what was really sent.
+
+        At most once per recovery window: while the last recovery transition runs, the guard tracks it
+        (along its braking curve, which cannot overshoot). Re-planning on every clamped tick restarts
+        the quintic each time, and a quintic's first tick just carries the present velocity on: a
+        plan faster than the limits then made the command coast away from it to the joint limit.
+        """
         if self.plan is not None and self.stop is None:
+            if now < self._recovery_until and self.traj is self._recovery:
+                return
             target = self.plan
             pn, vn, _ = target.evaluate(now)
             T = blend_duration(pn - p, vn - v, v, a, self.limits.velocity, self.limits.acceleration,
                                self.cfg.blend_time, min(self.cfg.max_blend_time, 2.5 * self.cfg.blend_time), self.cfg.limit_budget)
-            self.traj = TransitionTrajectory.from_state(target, now, T, p, v, a)
-        else:
+            self.traj = self._recovery = self._transition(target, now, T, p, v, a)
+            self._recovery_until = now + T
+        elif not (isinstance(self.traj, StopTrajectory) and self.traj is self.stop and now < self._recovery_until):
             self.stop = StopTrajectory(now, p, v, a, self._a_plan)
             self.traj = self.stop
+            self._recovery_until = self.stop.end_time
 
     # ------------------------------------------------------------------ delay and requests
     def executed_time_at(self, t: float) -> float | None:

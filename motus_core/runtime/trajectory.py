@@ -147,23 +147,38 @@ def _quintic_decay(u: float) -> tuple[tuple[float, float, float], tuple[float, f
 
 
 class TransitionTrajectory:
-    """``base(t) + e(t)``: the offset ``e`` decays from (dp, dv, da) at ``t0`` to zero at ``t0 + duration``."""
+    """``base(t) + e(t)``: the offset ``e`` decays from (dp, dv, da) at ``t0`` to zero at ``t0 + duration``.
 
-    def __init__(self, base: Trajectory, t0: float, duration: float, dp: np.ndarray, dv: np.ndarray, da: np.ndarray):
+    Each part of the offset decays over its own window: the position offset over ``duration``, the
+    velocity offset over ``v_window`` and the acceleration offset over ``a_window`` (both at most
+    ``duration``; default ``duration``). One window for all three is wrong as soon as the window is
+    long: the quintic that cancels an acceleration offset ``da`` over ``T`` swings out by about
+    ``0.017 da T^2`` (a chunk whose spline starts at 60 rad/s^2, faded in over 3 s: 9 rad), and a
+    velocity offset ``dv`` by ``0.16 dv T``. Short windows for those parts keep the swing to what the
+    limits make necessary; the sum still starts exactly at the commanded state (C2).
+    """
+
+    def __init__(self, base: Trajectory, t0: float, duration: float, dp: np.ndarray, dv: np.ndarray, da: np.ndarray,
+                 v_window: float | None = None, a_window: float | None = None):
         if not duration > 0:
             raise ValueError("transition duration must be positive")
         self.base = base
         self.t0 = float(t0)
         self.duration = float(duration)
+        self.v_window = self.duration if v_window is None else min(float(v_window), self.duration)
+        self.a_window = self.duration if a_window is None else min(float(a_window), self.duration)
+        if not (self.v_window > 0 and self.a_window > 0):
+            raise ValueError("transition windows must be positive")
         self.dp = np.array(dp, dtype=np.float64)
         self.dv = np.array(dv, dtype=np.float64)
         self.da = np.array(da, dtype=np.float64)
 
     @classmethod
-    def from_state(cls, base: Trajectory, t0: float, duration: float, p: np.ndarray, v: np.ndarray, a: np.ndarray) -> "TransitionTrajectory":
+    def from_state(cls, base: Trajectory, t0: float, duration: float, p: np.ndarray, v: np.ndarray, a: np.ndarray,
+                   v_window: float | None = None, a_window: float | None = None) -> "TransitionTrajectory":
         """The transition that starts exactly at the commanded state (p, v, a) at ``t0``."""
         pb, vb, ab = base.evaluate(t0)
-        return cls(base, t0, duration, np.asarray(p) - pb, np.asarray(v) - vb, np.asarray(a) - ab)
+        return cls(base, t0, duration, np.asarray(p) - pb, np.asarray(v) - vb, np.asarray(a) - ab, v_window, a_window)
 
     @property
     def t1(self) -> float:
@@ -177,17 +192,34 @@ class TransitionTrajectory:
         p, v, a = self.base.evaluate(t)
         if t >= self.t1:
             return p, v, a
-        T = self.duration
-        u = max(t - self.t0, 0.0) / T
-        h0, h1, h2 = _quintic_decay(u)
-        p = p + self.dp * h0[0] + self.dv * (T * h1[0]) + self.da * (T * T * h2[0])
-        v = v + (self.dp * h0[1] + self.dv * (T * h1[1]) + self.da * (T * T * h2[1])) / T
-        a = a + (self.dp * h0[2] + self.dv * (T * h1[2]) + self.da * (T * T * h2[2])) / (T * T)
+        s = max(t - self.t0, 0.0)
+        for k, (T, d) in enumerate(((self.duration, self.dp), (self.v_window, self.dv), (self.a_window, self.da))):
+            if s >= T:
+                continue
+            h = _quintic_decay(s / T)[k]
+            scale = T ** k  # the basis of the k-th derivative is in units of u = s / T
+            p = p + d * (scale * h[0])
+            v = v + d * (scale * h[1] / T)
+            a = a + d * (scale * h[2] / (T * T))
         return p, v, a
 
     def settled(self, t: float) -> Trajectory:
         """The equivalent trajectory from ``t`` on (the base, once the offset has decayed)."""
         return self.base if t >= self.t1 else self
+
+
+def offset_windows(dv: np.ndarray, a_max: np.ndarray, duration: float, a_window: float,
+                   budget: float = 0.8) -> tuple[float, float]:
+    """Windows for the velocity and acceleration parts of a transition's offset (see TransitionTrajectory).
+
+    The velocity offset decays as fast as the acceleration budget allows (its quintic peaks at
+    ``3.75 |dv| / T_v``), never faster than ``a_window``; the acceleration offset over ``a_window``.
+    """
+    dv = np.abs(np.asarray(dv, dtype=np.float64))
+    a_room = budget * np.asarray(a_max, dtype=np.float64)
+    t_v = float(np.max(2.0 * SMOOTHSTEP_PEAK_D1 * dv / a_room, initial=0.0))
+    a_win = min(float(a_window), float(duration))
+    return min(max(t_v, a_win), float(duration)), a_win
 
 
 def stop_profile_duration(v0: np.ndarray, a0: np.ndarray, a_max: np.ndarray, min_duration: float = 1e-3) -> float:

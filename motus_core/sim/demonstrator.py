@@ -21,8 +21,10 @@ How a target is made:
    servos of this model are weak: kp 10-50 against friction losses of 30 N m and gravity), which is
    what a human at the leader arm does without thinking. Only errors below ``integral_band`` count:
    larger ones are motion in progress or a late command stream, and would wind it up.
-5. The command's joint speed is limited (``max_speed``): a leader arm in a hand cannot jump, and a
-   starved control loop must not make the follower lunge when it catches up.
+5. The command's joint speed and acceleration are limited (``max_speed``, ``max_accel``, by the
+   executor's per-tick guard, which cannot overshoot): a leader arm in a hand cannot jump, a starved
+   control loop must not make the follower lunge when it catches up, and the demonstrations stay
+   within what the robot profiles allow (a replayed or learned chunk is then feasible as it is).
 
 Why not ACT's replay of an end-effector (mocap) rollout: the weak wrist servos lag the replayed
 joints by up to 0.06 rad, the left gripper bumps the cube out of the right one during the handover,
@@ -38,6 +40,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
+
+from motus_core.runtime.safety import CommandGuard, JointLimits
 
 from .kinematics import Kinematics
 from .simulator import ObjectPose
@@ -331,10 +335,16 @@ class ScriptedDemonstrator:
     integral_limit: float = 0.15  # rad
     integral_band: float = 0.05  # rad: errors larger than this are motion, not steady error
     max_speed: float = 2.0  # rad/s: the commands' largest joint speed (a leader arm in a hand cannot jump)
+    # rad/s^2: nor swing faster than a hand turns it. Near the wrist singularity the IK turns forearm_roll
+    # and wrist_rotate in opposite directions within a few ticks (70 rad/s^2 measured); a robot within its
+    # limits (12 rad/s^2 in the profiles) cannot follow that, and a policy should not learn it.
+    max_accel: float = 8.0
     _scripts: dict[str, ArmScript] = field(default_factory=dict, repr=False)
     _bias: np.ndarray = field(default_factory=lambda: np.zeros(14), repr=False)
     _last_ik: np.ndarray | None = field(default=None, repr=False)
     _last_out: np.ndarray | None = field(default=None, repr=False)
+    _last_ik_cmd: np.ndarray | None = field(default=None, repr=False)
+    _limiter: CommandGuard | None = field(default=None, repr=False)
     _last_t: float = 0.0
 
     def __post_init__(self) -> None:
@@ -358,7 +368,21 @@ class ScriptedDemonstrator:
         # home pose in the redundant wrist joints (0.6 rad seen in wrist_rotate), and a leader arm in a
         # hand cannot jump there in one tick (recorded actions would start with a step).
         self._last_out = np.asarray(obs.q, float).copy()
+        self._last_ik_cmd = None
         self._last_t = obs.t
+        self._limiter = self._make_limiter()
+        self._limiter.reset(obs.t, self._last_out)
+
+    def _make_limiter(self) -> CommandGuard:
+        """The executor's per-tick guard (braking curve: it cannot overshoot) with the leader's limits;
+        the grippers only by their range."""
+        lay = self.kin.layout
+        arm = np.ones(14, bool)
+        arm[[6, 13]] = False
+        names = tuple(f"joint{i}" for i in range(14))
+        limits = JointLimits(names, lay.lower.copy(), lay.upper.copy(), np.where(arm, self.max_speed, 1e3),
+                             np.where(arm, self.max_accel, 1e6), np.full(14, np.inf), 1.0 / 30.0, {n: "demonstrator" for n in names})
+        return CommandGuard(limits, slack=1.0)
 
     def act(self, obs: DemoObservation) -> np.ndarray:
         """Joint targets (14, sim units) for this tick."""
@@ -386,11 +410,11 @@ class ScriptedDemonstrator:
             q[7 * k + 6] = grip
         self._last_ik = q
         cmd = q + self._bias
-        if self._last_out is not None:  # slew-rate limit of the arm joints (not the grippers)
-            step = self.max_speed * max(dt, 1e-3)
-            arm = np.ones(14, bool)
-            arm[[6, 13]] = False
-            cmd[arm] = np.clip(cmd[arm], self._last_out[arm] - step, self._last_out[arm] + step)
+        if self._limiter is not None and self._last_out is not None:
+            # speed and acceleration limits of the arm joints, towards the IK command moving at its own speed
+            v_cmd = np.zeros(14) if self._last_ik_cmd is None or dt <= 0 else (cmd - self._last_ik_cmd) / dt
+            self._last_ik_cmd = cmd
+            cmd, _, _, _ = self._limiter.apply(obs.t, cmd, v_cmd, np.zeros(14))
         self._last_out = cmd
         return cmd
 
