@@ -31,7 +31,7 @@ $(STAMP): $(SETUP_INPUTS)
 	@touch $@
 
 test: setup
-	$(PY) -m pytest test -rs $(PYTEST_ARGS)
+	$(PY) -m pytest test -rs --durations=25 $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m motus_ros.demo --mode $(MODE) --episodes $(EPISODES) --proof-dir $(PROOF_DIR)

@@ -529,3 +529,25 @@ def test_recovery_after_a_clamp_does_not_replan_on_every_tick(limits, profile):
     run_closed_loop(ReplayPolicy(q, align="time"), ex, duration=3.0, initial_state=q[0], inference_delay=0.04)
     # (chunk switches plan transitions too; before, every clamped tick re-planned: replans > hits)
     assert ex.guard.hits > 10 and len(replans) < ex.guard.hits / 2, (len(replans), ex.guard.hits)
+
+
+def test_the_streamed_preview_is_guarded_like_the_command(limits, profile):
+    """The JointTrajectory points a controller executes between two messages pass the same guard: while
+    a plan beyond the limits is tracked, the preview stays within the limits too."""
+    q = _burst_motion(profile)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    checked = []
+
+    def check(executor, now):
+        times, P, V, A = executor.preview(now, 0.25, 0.02, lead=0.1)
+        pts = np.vstack([executor.last.position, P])
+        t = np.concatenate([[executor.last.stamp], times])
+        v = np.diff(pts, axis=0) / np.diff(t)[:, None]
+        assert np.all(np.abs(v) <= limits.velocity * 1.03), np.abs(v).max(axis=0) / limits.velocity
+        a = np.diff(v, axis=0) / np.diff(0.5 * (t[1:] + t[:-1]))[:, None]
+        assert np.all(np.abs(a) <= limits.acceleration * 1.03), np.abs(a).max(axis=0) / limits.acceleration
+        checked.append(now)
+
+    events = {float(t): check for t in np.arange(1.0, 1.8, 0.037)}
+    run_closed_loop(ReplayPolicy(q, align="time"), ex, duration=2.0, initial_state=q[0], inference_delay=0.04, events=events)
+    assert len(checked) == len(events) and ex.guard.hits > 0

@@ -449,7 +449,7 @@ class ChunkExecutor:
         t_cap = self.cfg.max_blend_time if at_rest else min(self.cfg.max_blend_time, 2.5 * self.cfg.blend_time)
         if self.plan is not None and not at_rest:
             t_cap = max(self.cfg.blend_time, min(t_cap, self.plan.end_time - now))
-        blend = self._fit_blend(old, plan, now, min(T, t_cap), t_cap)
+        blend = self._fit_blend((p, v, a), plan, now, min(T, t_cap), t_cap)
         T = blend.duration
         if not (self.plan is not None and self.stop is None and self.state in (ExecState.FADE_IN, ExecState.RUNNING)):
             self._exec_since = now  # executing from now on (was holding / at rest)
@@ -465,7 +465,7 @@ class ChunkExecutor:
             self.state = ExecState.RUNNING
             self.message = "running"
 
-    def _fit_blend(self, old, new, t0: float, T: float, t_max: float, samples: int = 24) -> TransitionTrajectory:
+    def _fit_blend(self, state, new, t0: float, T: float, t_max: float, samples: int = 24) -> TransitionTrajectory:
         """The shortest transition from ``T`` on whose sampled velocity/acceleration stay within the budget.
 
         ``blend_duration`` sizes the window from the offsets alone; the motion of the new trajectory
@@ -474,7 +474,7 @@ class ChunkExecutor:
         lim = self.limits
         v_lim = lim.velocity * self.cfg.limit_budget
         a_lim = lim.acceleration * self.cfg.limit_budget
-        p0, v0, a0 = old.evaluate(t0)
+        p0, v0, a0 = state  # the commanded state at t0
         # a motion that already exceeds the budget (e.g. an infeasible plan) may keep its own level
         v_lim = np.maximum(v_lim, np.abs(v0))
         a_lim = np.maximum(a_lim, np.abs(a0))
@@ -586,7 +586,7 @@ class ChunkExecutor:
             self.state = state
             self.message = message
             return
-        # the trajectory is always what was commanded (re-planned after any guard clamp): C2 from here
+        # C2 from the trajectory (the guard, tracking it, keeps the command continuous whatever the lag)
         p, v, a = self.traj.evaluate(now)
         if self.stop is None or now >= self.stop.end_time or self.plan is not None:
             self.stop = StopTrajectory(now, p, v, a, self._a_plan)
@@ -799,6 +799,14 @@ class ChunkExecutor:
                 break  # the plan ends soon: the watchdog will stop here, so must the preview
             times.append(t)
             pts.append((p, v, a))
+        # The controller executes these points between two messages: they pass the same per-tick guard as
+        # the command (a copy, from the last command on), so a plan beyond the limits, or the gap between the
+        # trajectory and the command while the guard tracks a recovery, never reaches the robot unguarded.
+        guard = self.guard.copy()
+        first = 0 if lead > 0 else 1
+        for i in range(first, len(pts)):
+            p, v, _, _ = guard.apply(times[i], *pts[i])
+            pts[i] = (p, v, guard.a_sent.copy())
         t_end = times[-1]
         p, v, a = pts[-1]
         if np.any(np.abs(v) > 1e-9) or np.any(np.abs(a) > 1e-9):

@@ -178,6 +178,13 @@ class CommandGuard:
         self.v_sent = self.v.copy()
         self.a_sent = np.zeros_like(self.p)
 
+    def copy(self) -> "CommandGuard":
+        """An independent guard in the same state (``apply`` on it leaves this one as it was)."""
+        other = CommandGuard.__new__(CommandGuard)
+        other.__dict__.update(self.__dict__)
+        other.hits_by_kind = dict(self.hits_by_kind)
+        return other
+
     def forget(self) -> None:
         """Drop the last command (after a clock jump): the next ``apply`` starts afresh."""
         self.p = self.v = self.t = self.dt = self.v_sent = self.a_sent = None

@@ -35,8 +35,10 @@ layer; see docs/runtime.md). Everything robot-specific comes from the robot prof
   (``std_srvs/Trigger``; the e-stop is latched until reset); ``~/enable`` (``std_srvs/SetBool``);
   ``~/move_to_pose`` (``motus_msgs/MoveToPose``: to a profile pose or positions, jerk-limited);
   action ``~/run_task`` (``motus_msgs/RunTask``: run the policy for a given time, see motus_ros/run_task.py).
-* ``run_time`` > 0: after that many seconds of the node clock since the first chunk the robot is
-  stopped, a summary is printed (and written to ``summary_file``) and the node exits with 0.
+* ``run_time`` > 0: after that many seconds of the node clock since the closed loop could start (the
+  executor enabled, a joint state and the policy's chunk contract known: a model that loads for minutes
+  does not eat into it) the robot is stopped, a summary is printed (and written to ``summary_file``)
+  and the node exits with 0, also when every chunk was rejected (the summary says so).
 """
 from __future__ import annotations
 
@@ -100,7 +102,7 @@ class ExecutorNodeParams(ExecutorConfig):
     status_rate_hz: float = field(default=20.0, metadata={"help": "rate of ~/status"})
     hardware: str = field(default="auto", metadata={"help": "auto | sim | real: real hardware starts disabled (auto: sim when use_sim_time is true, the simulator's /clock)"})
     enabled: bool = field(default=True, metadata={"help": "simulator only: follow the policy from the start (else wait for ~/enable); real hardware always starts disabled"})
-    run_time: float = field(default=0.0, metadata={"help": "s of the node clock after the first chunk, then stop, summarise and exit (0 = run until interrupted)"})
+    run_time: float = field(default=0.0, metadata={"help": "s of the node clock once the closed loop can start (enabled, joint state, policy contract), then stop, summarise and exit (0 = run until interrupted)"})
     summary_file: str = field(default="", metadata={"help": "write the run summary (JSON) here when the node stops"})
     record_file: str = field(default="", metadata={"help": "write the recent command stream (npz: t, position, velocity, acceleration, state, switches, chunks) here when the node stops"})
     instruction_service: str = field(default="/policy/set_instruction", metadata={"help": "RunTask: the policy's SetInstruction service"})
@@ -178,7 +180,8 @@ class ExecutorNode(Node):
         self.run_task = RunTaskServer(self, instruction_service=p.instruction_service, success_topic=p.success_topic)
         self.create_timer(1.0 / p.status_rate_hz, self._publish_status)
         # run bookkeeping
-        self.started_at: float | None = None
+        self.started_at: float | None = None  # the closed loop could start (run_time counts from here)
+        self.first_chunk_at: float | None = None
         self.finished = threading.Event()
         self.exit_code = 0
         self.period_errors: deque[float] = deque(maxlen=20000)
@@ -240,8 +243,8 @@ class ExecutorNode(Node):
         self.chunk_log.append((now, chunk.stamp, int(res.accepted), -1 if res.measured_delay is None else int(res.measured_delay), float(msg.inference_latency)))
         if res.accepted:
             self.latencies.append(float(msg.inference_latency))
-            if self.started_at is None:
-                self.started_at = now
+            if self.first_chunk_at is None:
+                self.first_chunk_at = now
                 self.get_logger().info(f"First chunk: the policy takes over (fade-in), measured delay {res.measured_delay} actions")
         else:
             self.rejections.reject(f"chunk: {cause_of(res.reason)}", f"chunk {msg.chunk_id} from {msg.model or '?'}: {res.reason}")
@@ -413,6 +416,9 @@ class ExecutorNode(Node):
         self._hist_n += 1
         if request is not None:
             self.plan_pub.publish(plan_to_msg(request, self.profile.joint_names))
+        if self.params.run_time > 0 and self.started_at is None and self.core.enabled and self.core.contract is not None:
+            self.started_at = now
+            self.get_logger().info(f"Closed loop ready: stopping after run_time {self.params.run_time:g} s")
         if self.params.run_time > 0 and self.started_at is not None and now - self.started_at >= self.params.run_time and not self.finished.is_set():
             with self.lock:
                 self.core.set_enabled(now, False, f"run_time of {self.params.run_time:.0f} s elapsed")
@@ -546,6 +552,8 @@ def format_summary(s: dict) -> str:
         lines.append(f"  inference latency: p50 {s['inference_latency_ms_p50']:.0f} ms, p99 {s['inference_latency_ms_p99']:.0f} ms")
     if s.get("rejections"):
         lines.append(f"  last rejections: {s['rejections']}")
+    if s["chunks_received"] == 0 and s["chunks_rejected"] > 0:
+        lines.append("  no chunk was executed: every chunk the policy sent was rejected (the robot held its pose)")
     return "\n".join(lines)
 
 
