@@ -361,3 +361,44 @@ def test_a_gripper_blocked_open_by_its_grasp_is_not_a_tracking_fault(limits, pro
     ex.configure_monitors(profile.gripper_indices, gripper_open_sign=-1.0)
     mon = TrackingMonitor(limits.names, ex.tracking.tolerance, grace=0.0, lag=0.05, grasp_sign=ex.tracking.grasp_sign)
     assert mon.update(1.0, meas, [(0.99, cmd), (1.0, cmd)], active=True) is not None
+
+
+class LaggingRobot(FakeRobot):
+    """A servo that trails its command (first order, time constant ``tau``), as the simulated ones do."""
+
+    def __init__(self, q, tau=0.12):
+        super().__init__(q)
+        self.tau = tau
+        self.target = self.q.copy()
+
+    def follow(self, cmd):
+        self.target = cmd.position.copy()
+        self.q = self.q + (self.target - self.q) * (DT / self.tau)
+
+
+def test_a_robot_still_catching_up_after_a_stop_is_not_resynced(limits, profile):
+    """Right after a watchdog stop the servos are still on their way to the hold command; a chunk arriving
+    then fades in from the command (continuous), not from where the robot happens to be (a jump back)."""
+    home = np.asarray(profile.home, dtype=float)
+    robot = LaggingRobot(home)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits, chunk_length=48)
+    loop = Loop(ex, robot)
+    loop.run(0.3)
+    target = home.copy()
+    target[[0, 3, 5, 7, 10, 12]] += 1.5  # waist and roll joints (wide limits), still moving at the chunk's end
+    ramp = np.arange(1, 49)[:, None] / 48.0
+    assert ex.on_chunk(ActionChunk(actions=home + ramp * (target - home), step_period=1 / 30, stamp=loop.t - 0.02), loop.t).accepted
+    sent = {}
+
+    def resume_right_after_the_stop(e, t):
+        if not sent and e.state == ExecState.HOLDING and e.stop is not None and t >= e.stop.end_time:
+            sent["lag"] = float(np.max(np.abs(robot.q - e.last.position)))
+            sent["t"] = t
+            sent["ok"] = e.on_chunk(loop.chunk(home), t).accepted
+
+    loop.run(5.0, each=resume_right_after_the_stop)
+    assert sent, "the watchdog did not stop the robot"
+    assert sent["ok"] and sent["lag"] > ex.cfg.resync_tolerance, sent  # the robot was still catching up
+    assert ex.resyncs == 0
+    T, P, _ = loop.arrays(since=sent["t"] - 0.05)
+    assert_stream_within_limits(T, P, limits)

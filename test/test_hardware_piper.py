@@ -211,10 +211,16 @@ def test_executor_drives_the_piper_single_nodes_by_name_at_the_profile_rate(tmp_
                 d.executor.spin_once(timeout_sec=0.05)
         d.spin_until(lambda: "/joint_states_single_l" in d.states and abs(d.states["/joint_states_single_l"].position[0] - target[0]) < 1e-3
                      and abs(d.states["/joint_states_single_l"].position[6] - target[6]) < 1e-4, 30, "the left arm to reach the target", [ex, fake])
+        failure = None
+    except AssertionError as exc:
+        failure = exc
     finally:
         d.close()
         ex_log = stop_process(ex)
         res = _finish(fake, out)
+    if failure is not None:
+        last = d.states.get("/joint_states_single_l")
+        raise AssertionError(f"{failure}; left arm at {None if last is None else list(last.position)}; executor log:\n{ex_log[-4000:]}")
     left, right = res["l"], res["r"]
     assert left["commands"] >= 8, ex_log[-3000:]  # 0.3 rad in steps of at most 0.04 rad
     bound = np.array([0.04] * 6 + [0.004])

@@ -545,7 +545,9 @@ def test_the_streamed_preview_is_guarded_like_the_command(limits, profile):
         v = np.diff(pts, axis=0) / np.diff(t)[:, None]
         assert np.all(np.abs(v) <= limits.velocity * 1.03), np.abs(v).max(axis=0) / limits.velocity
         a = np.diff(v, axis=0) / np.diff(0.5 * (t[1:] + t[:-1]))[:, None]
-        assert np.all(np.abs(a) <= limits.acceleration * 1.03), np.abs(a).max(axis=0) / limits.acceleration
+        even = (np.diff(t)[1:] > 0.01) & (np.diff(t)[:-1] > 0.01)  # the stop tail's last, shorter step is not sampled evenly
+        assert np.all(np.abs(a[even]) <= limits.acceleration * 1.03), np.abs(a[even]).max(axis=0) / limits.acceleration
+        assert np.all(np.abs(A) <= limits.acceleration * 1.03) and np.all(np.abs(V) <= limits.velocity * 1.03)
         checked.append(now)
 
     events = {float(t): check for t in np.arange(1.0, 1.8, 0.037)}

@@ -177,6 +177,7 @@ class ChunkExecutor:
         self._suspended: WaypointSpline | None = None  # plan put aside by policy_lost
         self.measured: np.ndarray | None = None
         self.measured_stamp: float | None = None
+        self._measured_hist: deque[tuple[float, np.ndarray]] = deque(maxlen=200)  # recent joint states (settling check)
         self.last: Command | None = None
         self._fade_until = -math.inf
         # executed-time bookkeeping for the measured delay
@@ -290,6 +291,8 @@ class ChunkExecutor:
         if (self.stop is not None and now < self.stop.end_time) or self.move is not None:
             return False  # still decelerating / moving: the robot follows the command
         p_cmd = self.traj.evaluate(now)[0]
+        if self._still_settling(p_cmd):
+            return False  # the robot is still catching up with the stop (servo lag): it is on its way to the command
         dev = np.abs(self.measured - p_cmd)
         if np.all(dev <= self._resync_tol):
             return False
@@ -303,6 +306,23 @@ class ChunkExecutor:
         self.stop = None
         self.guard.reset(now, q)
         return True
+
+    def _still_settling(self, p_cmd: np.ndarray, window: float = 0.2) -> bool:
+        """The measured arm joints are still closing in on the command ``p_cmd``: over the last ``window``
+        s some joint's distance to it shrank by more than a fifth of ``resync_tolerance``.
+
+        A servo trails its command (the simulated ones by up to 0.25 s): right after a stop the robot is
+        still on its way to the hold command, and restarting the command at the measured pose then would
+        make the command jump back to where the robot happens to be. A robot moved or sagging away from
+        the command is not closing in, and is resynced."""
+        if self.measured_stamp is None:
+            return False
+        old = next((q for t, q in self._measured_hist if t >= self.measured_stamp - window), None)
+        if old is None:
+            return False
+        arm = np.isfinite(self._resync_tol)
+        closing = np.abs(old - p_cmd) - np.abs(self.measured - p_cmd)
+        return bool(np.any(closing[arm] > 0.2 * self.cfg.resync_tolerance))
 
     def move_to(self, now: float, target: np.ndarray, label: str, velocity_scale: float = 0.0) -> tuple[bool, str, float]:
         """~/move_to_pose: leave the policy and move to ``target`` (jerk-limited, ruckig); chunks wait until it ends."""
@@ -342,6 +362,7 @@ class ChunkExecutor:
             return
         self.measured = q.copy()
         self.measured_stamp = float(stamp)
+        self._measured_hist.append((self.measured_stamp, self.measured))
         why = self.tracking.update(float(stamp), q, self._cmd_hist, active=self._moving() and self.enabled)
         if why is not None:
             log.error("%s: latching a stop", why)
@@ -495,9 +516,10 @@ class ChunkExecutor:
 
     def _transition(self, target, t0: float, T: float, p: np.ndarray, v: np.ndarray, a: np.ndarray) -> TransitionTrajectory:
         """From the commanded state (p, v, a) onto ``target`` within ``T``; the velocity and acceleration
-        offsets decay over their own (shorter) windows, see ``TransitionTrajectory``."""
+        offsets decay over their own windows, at least ``blend_time`` (see ``TransitionTrajectory``): a
+        hand-over of ``blend_time`` is one window as before, a longer one does not swing out."""
         _, vb, _ = target.evaluate(t0)
-        v_win, a_win = offset_windows(np.asarray(v) - vb, self.limits.acceleration, T, 0.5 * self.cfg.blend_time, self.cfg.limit_budget)
+        v_win, a_win = offset_windows(np.asarray(v) - vb, self.limits.acceleration, T, self.cfg.blend_time, self.cfg.limit_budget)
         return TransitionTrajectory.from_state(target, t0, T, p, v, a, v_window=v_win, a_window=a_win)
 
     def policy_lost(self, now: float, reason: str = "policy lost") -> None:
