@@ -104,7 +104,8 @@ def test_run_task_runs_for_the_duration_then_holds_and_can_be_canceled(graph):
     assert result.limit_hits <= mon.exec_status.limit_hits
     assert len(feedback) >= 2 and feedback[-1].chunks_executed > 0
     assert [f.elapsed for f in feedback] == sorted(f.elapsed for f in feedback)
-    assert any(f.executor_state == ExecState.RUNNING for f in feedback)
+    # executing the policy (the first second is its fade-in; under load the feedback may only sample that)
+    assert any(f.executor_state in (ExecState.FADE_IN, ExecState.RUNNING) for f in feedback)
     mon.wait(lambda: mon.executor_state() == ExecState.HOLDING, 10, "the executor to hold after the task", procs=[ex])
 
     # cancel a running task
