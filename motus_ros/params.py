@@ -15,6 +15,7 @@ import typing
 from typing import Any, TypeVar
 
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException
 
 from motus_core.config_fields import check_value
 
@@ -87,14 +88,26 @@ def declare_parameters(node, cls: type[T], prefix: str = "") -> T:
     for name, f, tp in parameter_fields(cls, prefix):
         default = _ros_value(_default_of(f))
         desc = ParameterDescriptor(description=describe(f), read_only=bool(f.metadata.get("read_only", False)))
-        if isinstance(default, list) and not default:
-            param = node.declare_parameter(name, _empty_list_type(tp), desc)
-        else:
-            if isinstance(default, float) or tp is float:
-                default = float(default)
-            param = node.declare_parameter(name, default, desc)
+        number = isinstance(default, float) or tp is float
+        if number:
+            # `-p tracking_grace:=1` is an integer to ROS: accept it for a float parameter (checked below)
+            desc.dynamic_typing = True
+            default = float(default)
+        try:
+            if isinstance(default, list) and not default:
+                param = node.declare_parameter(name, _empty_list_type(tp), desc)
+            else:
+                param = node.declare_parameter(name, default, desc)
+        except InvalidParameterTypeException as exc:  # e.g. a string for an integer: an error that names it
+            bad.append(f"{name} has the wrong type ({exc})")
+            continue
         # A list parameter declared empty (typed, no default value) reads back as None, not [].
         values[name] = default if param.value is None and isinstance(default, list) else param.value
+        if number:
+            if isinstance(values[name], bool) or not isinstance(values[name], (int, float)):
+                bad.append(f"{name} must be a number, got {values[name]!r}")
+                continue
+            values[name] = float(values[name])
         why = check_value(name, values[name], f.metadata)
         if why:
             bad.append(why)

@@ -56,3 +56,20 @@ def test_a_parameter_outside_its_choices_or_bounds_stops_the_node(ros_context):
         assert cfg.rtc.execution_horizon == 12 and cfg.strategy == "rtc"
     finally:
         node.destroy_node()
+    # `-p tracking_grace:=1000` arrives as an integer: a float parameter takes it (it once crashed the node)
+    node = rclpy.create_node("param_int_for_float", context=ros_context,
+                             parameter_overrides=[Parameter("tracking_grace", Parameter.Type.INTEGER, 1000)])
+    try:
+        cfg = declare_parameters(node, ExecutorConfig)
+        assert cfg.tracking_grace == 1000.0 and isinstance(cfg.tracking_grace, float)
+    finally:
+        node.destroy_node()
+    # a value of the wrong kind is an error that names the parameter, not a traceback from rclpy
+    node = rclpy.create_node("param_wrong_type", context=ros_context, parameter_overrides=[
+        Parameter("tracking_grace", Parameter.Type.STRING, "long"), Parameter("delay_window", Parameter.Type.STRING, "many")])
+    try:
+        with pytest.raises(ValueError) as e:
+            declare_parameters(node, ExecutorConfig)
+        assert "tracking_grace must be a number, got 'long'" in str(e.value) and "delay_window has the wrong type" in str(e.value)
+    finally:
+        node.destroy_node()
