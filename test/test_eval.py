@@ -215,3 +215,41 @@ def test_node_death_fails_the_episode_and_the_run_continues(tmp_path, demo_repla
     assert not first["success"] and "node policy died" in first["failure_reason"], first
     assert "restarting node policy" in output
     assert not second["failure_reason"] and second["chunks_received"] > 0, second
+
+
+def test_sigterm_stops_the_nodes_it_started(tmp_path, demo_replay):
+    """A terminated motus-eval (kill, a scheduler, a parent's timeout) takes its node processes with it: they
+    run in sessions of their own, and once outlived it for hours, keeping the cores busy."""
+    import psutil
+
+    out, logs = tmp_path / "r.json", tmp_path / "logs"
+    proc = subprocess.Popen([sys.executable, "-m", "motus_ros.eval", "--quiet", "--policy", demo_replay, "--policy-options", "align=time",
+                             "--seeds", "1000:1003", "--real-time-factor", RTF, "--json", str(out), "--log-dir", str(logs)],
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:  # the first episode is running
+            if (logs / "executor.log").is_file() and "RunTask: running" in (logs / "executor.log").read_text(errors="replace"):
+                break
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.2)
+        nodes = []
+        for c in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if "motus_ros.nodes" in " ".join(c.cmdline()):
+                    nodes.append(c)
+            except psutil.Error:  # a process that just ended (a restarted executor's predecessor)
+                continue
+        assert len(nodes) >= 3, [c.cmdline() for c in nodes]
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    gone, alive = psutil.wait_procs(nodes, timeout=30)
+    for p in alive:
+        p.kill()
+    assert not alive, [p.cmdline() for p in alive]
+    assert proc.returncode == 130, output[-3000:]
+    assert "interrupted; writing the episodes done so far" in output and "Traceback" not in output, output[-3000:]

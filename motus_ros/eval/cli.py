@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -132,7 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     duration = ns.time_limit or time_limit_for(ns.task)
     instruction = ns.instruction or TASKS[ns.task].instruction
     out_json = ns.json or Path(f"motus_eval_{ns.task}_{strategy or 'attached'}.json")
+    # SIGTERM (kill, a job scheduler, a parent's timeout) ends the run like Ctrl-C: the node processes it
+    # started run in sessions of their own, and Python's default SIGTERM exit would skip the clean-up
+    # that stops them (orphaned simulator, policy and executor nodes kept two cores busy for hours).
+    signal.signal(signal.SIGTERM, _terminate)
     return Evaluation(ns, seeds, strategy, duration, instruction, out_json).run()
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
 
 
 class Evaluation:
