@@ -15,7 +15,6 @@ import typing
 from typing import Any, TypeVar
 
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.exceptions import InvalidParameterTypeException
 
 from motus_core.config_fields import check_value
 
@@ -98,7 +97,7 @@ def declare_parameters(node, cls: type[T], prefix: str = "") -> T:
                 param = node.declare_parameter(name, _empty_list_type(tp), desc)
             else:
                 param = node.declare_parameter(name, default, desc)
-        except InvalidParameterTypeException as exc:  # e.g. a string for an integer: an error that names it
+        except Exception as exc:  # noqa: BLE001 - rclpy's InvalidParameterTypeException (a string for an integer): named below
             bad.append(f"{name} has the wrong type ({exc})")
             continue
         # A list parameter declared empty (typed, no default value) reads back as None, not [].

