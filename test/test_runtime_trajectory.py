@@ -6,9 +6,9 @@ from motus_core.runtime.trajectory import (
     HoldTrajectory,
     StopTrajectory,
     TransitionTrajectory,
-    offset_windows,
     WaypointSpline,
     blend_duration,
+    offset_windows,
     sample,
     smoothstep,
 )

@@ -40,9 +40,9 @@ from motus_core.runtime.trajectory import (
     HoldTrajectory,
     StopTrajectory,
     TransitionTrajectory,
-    offset_windows,
     WaypointSpline,
     blend_duration,
+    offset_windows,
     stop_profile_duration,
 )
 from motus_core.runtime.tracking import TrackingMonitor, tracking_tolerances
@@ -713,7 +713,7 @@ class ChunkExecutor:
                                self.cfg.blend_time, min(self.cfg.max_blend_time, 2.5 * self.cfg.blend_time), self.cfg.limit_budget)
             self.traj = self._recovery = self._transition(target, now, T, p, v, a)
             self._recovery_until = now + T
-        elif not (isinstance(self.traj, StopTrajectory) and self.traj is self.stop and now < self._recovery_until):
+        elif not (self.stop is not None and self.traj is self.stop and now < self._recovery_until):
             self.stop = StopTrajectory(now, p, v, a, self._a_plan)
             self.traj = self.stop
             self._recovery_until = self.stop.end_time

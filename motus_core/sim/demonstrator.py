@@ -342,7 +342,6 @@ class ScriptedDemonstrator:
     _scripts: dict[str, ArmScript] = field(default_factory=dict, repr=False)
     _bias: np.ndarray = field(default_factory=lambda: np.zeros(14), repr=False)
     _last_ik: np.ndarray | None = field(default=None, repr=False)
-    _last_out: np.ndarray | None = field(default=None, repr=False)
     _last_ik_cmd: np.ndarray | None = field(default=None, repr=False)
     _limiter: CommandGuard | None = field(default=None, repr=False)
     _last_t: float = 0.0
@@ -364,14 +363,14 @@ class ScriptedDemonstrator:
             self._scripts[side].start_from(p, r, obs.q[7 * k + 6], obs.t)
         self._bias[:] = 0.0
         self._last_ik = None
-        # The slew-rate limit starts from the measured pose: the first IK solution can differ from the
-        # home pose in the redundant wrist joints (0.6 rad seen in wrist_rotate), and a leader arm in a
-        # hand cannot jump there in one tick (recorded actions would start with a step).
-        self._last_out = np.asarray(obs.q, float).copy()
         self._last_ik_cmd = None
         self._last_t = obs.t
-        self._limiter = self._make_limiter()
-        self._limiter.reset(obs.t, self._last_out)
+        # The limiter starts from the measured pose: the first IK solution can differ from the home pose in
+        # the redundant wrist joints (0.6 rad seen in wrist_rotate), and a leader arm in a hand cannot jump
+        # there in one tick (recorded actions would start with a step).
+        if self._limiter is None:
+            self._limiter = self._make_limiter()
+        self._limiter.reset(obs.t, np.asarray(obs.q, float))
 
     def _make_limiter(self) -> CommandGuard:
         """The executor's per-tick guard (braking curve: it cannot overshoot) with the leader's limits;
@@ -410,12 +409,10 @@ class ScriptedDemonstrator:
             q[7 * k + 6] = grip
         self._last_ik = q
         cmd = q + self._bias
-        if self._limiter is not None and self._last_out is not None:
-            # speed and acceleration limits of the arm joints, towards the IK command moving at its own speed
-            v_cmd = np.zeros(14) if self._last_ik_cmd is None or dt <= 0 else (cmd - self._last_ik_cmd) / dt
-            self._last_ik_cmd = cmd
-            cmd, _, _, _ = self._limiter.apply(obs.t, cmd, v_cmd, np.zeros(14))
-        self._last_out = cmd
+        # speed and acceleration limits of the arm joints, towards the IK command moving at its own speed
+        v_cmd = np.zeros(14) if self._last_ik_cmd is None or dt <= 0 else (cmd - self._last_ik_cmd) / dt
+        self._last_ik_cmd = cmd
+        cmd, _, _, _ = self._limiter.apply(obs.t, cmd, v_cmd, np.zeros(14))
         return cmd
 
 
