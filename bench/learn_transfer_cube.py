@@ -219,12 +219,14 @@ def _train_summary(train: Path) -> dict:
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
-def _val_action_error(train: Path) -> float | None:
+def _val_action_error(train: Path, key: str = "val/action_mae") -> float | None:
+    """The last validation's action error (``val/action_mae_other_images``: with another sample's
+    images, the test of whether the model uses its cameras)."""
     f = train / "validation.jsonl"
     if not f.is_file():
         return None
     rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-    return float(rows[-1]["val/action_mae"]) if rows else None
+    return float(rows[-1][key]) if rows and key in rows[-1] else None
 
 
 def stage_train(ns, work: Path, data: dict) -> dict:
@@ -253,6 +255,7 @@ def stage_train(ns, work: Path, data: dict) -> dict:
         minutes = ((train / "final").stat().st_mtime - (train / "frozen").stat().st_mtime) / 60
     info = {"train_steps": int(summary["step"]), "train_minutes": round(minutes, 1),
             "val_action_error": _val_action_error(train), "dataset_episodes": data["episodes"], "final": str(train / "final"),
+            "val_action_error_other_images": _val_action_error(train, "val/action_mae_other_images"),
             "device": ns.device, "overrides": ns.train_override}
     _mark_done(train, info)
     log(f"train: {info['train_steps']} steps in {info['train_minutes']} min; validation action error {info['val_action_error']} (joint units)")
@@ -447,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         "wilson95_sync": r["sync"]["summary"]["wilson95"],
         "demos": rec["demos"], "train_minutes": trained["train_minutes"], "train_steps": trained["train_steps"],
         "val_action_error": trained["val_action_error"], "policy_chunk_ms_p50": chunk_p50,
+        "val_action_error_other_images": trained.get("val_action_error_other_images"),
         "eval_seeds": f"{ns.eval_seeds[0]}:{ns.eval_seeds[1]}", "real_time_factor": ev["real_time_factor"],
         "learning_curve": ev["curve"], "device": trained.get("device", ns.device),
         "eval_executor_params": ns.eval_executor_param,

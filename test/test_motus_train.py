@@ -93,6 +93,9 @@ def test_validation_reports_joint_errors(dataset, trained):
     t, out, _, _ = trained
     m = t.validate(16)
     assert m["val/action_mae"] > 0 and set(m) >= {"val/action_mae_first", "val/action_mae_last", "val_joint/13_mae"}
+    # the same samples with each other's images: the number that says whether a model uses its cameras
+    # (the second proof run's model did not: x1.00); here only that the images really were exchanged
+    assert m["val/action_mae_other_images"] > 0 and m["val/action_mae_other_images"] != m["val/action_mae"]
     rows = [json.loads(x) for x in (out / "validation.jsonl").read_text().splitlines()]
     assert len(rows[-1]["per_joint_mae"]) == 14
 

@@ -474,7 +474,7 @@ class ExecutorNode(Node):
         n = min(self._hist_n, self._hist_t.shape[0])
         order = (np.arange(n) + (self._hist_n - n)) % self._hist_t.shape[0]
         out = {"strategy": st["strategy"], "state": st["state_name"], "chunks_received": st["chunks_received"],
-               "chunks_rejected": st["chunks_rejected"], "limit_hits": st["limit_hits"], "limit_hits_by_kind": st["limit_hits_by_kind"],
+               "chunks_rejected": st["chunks_rejected"], "chunks_smoothed": st["chunks_smoothed"], "limit_hits": st["limit_hits"], "limit_hits_by_kind": st["limit_hits_by_kind"],
                "watchdog_stops": st["watchdog_stops"], "policy_lost_stops": st["policy_lost_stops"],
                "policy_process_lost": self.liveness.lost, "tracking_trips": st["tracking_trips"], "resyncs": st["resyncs"],
                "clock_jumps": st["clock_jumps"], "delay_actions": st["delay_stats"], "rejections": list(self.core.rejections)[-5:],
@@ -536,7 +536,8 @@ def trajectory_divisor(command_rate: float, trajectory_rate: float) -> int:
 
 def format_summary(s: dict) -> str:
     lines = [f"Closed-loop summary ({s['strategy']}): final state {s['state']}",
-             f"  chunks: {s['chunks_received']} executed, {s['chunks_rejected']} rejected; watchdog stops {s['watchdog_stops']}",
+             f"  chunks: {s['chunks_received']} executed ({s.get('chunks_smoothed', 0)} low-passed to the acceleration limits), "
+             f"{s['chunks_rejected']} rejected; watchdog stops {s['watchdog_stops']}",
              f"  measured delay (actions): {s['delay_actions']}; chunk contract {s.get('contract')}, {s.get('late_chunks', 0)} chunks later than max_delay"]
     if "command_rate_hz" in s:
         lines.append(f"  command stream: {s['command_rate_hz']:.1f} Hz, period error p50 {s.get('command_period_error_ms_p50', 0):.2f} ms "

@@ -313,6 +313,15 @@ class Trainer:
                 cond = Conditioning(und=model.und_tokens(enc["vlm_hidden"]), context_kv=model.context_kv(model.text_context(enc["t5"])))
                 res = sample(model, cond, enc["clean"][:, :, :1], enc["state"], mode="vla", num_steps=self.mcfg.num_inference_steps,
                              generator=torch.Generator(device="cpu").manual_seed(self.cfg.train.seed + 11))
+                # the same samples with another sample's images (state, text and noise unchanged): as
+                # good as with their own images means the model does not use them
+                other = None
+                if enc["state"].shape[0] > 1:
+                    perm = torch.roll(torch.arange(enc["state"].shape[0], device=enc["state"].device), 1)
+                    cond_o = Conditioning(und=model.und_tokens(enc["vlm_hidden"][perm]), context_kv=cond.context_kv)
+                    other = sample(model, cond_o, enc["clean"][perm][:, :, :1], enc["state"], mode="vla",
+                                   num_steps=self.mcfg.num_inference_steps,
+                                   generator=torch.Generator(device="cpu").manual_seed(self.cfg.train.seed + 11))
         finally:
             model.train(was)
         if not self.dist.main:
@@ -327,6 +336,11 @@ class Trainer:
         m = {"val/loss": float(out["total_loss"]), "val/action_loss": float(out["action_loss"]),
              "val/action_mae": float(per_joint.mean()), "val/action_mae_first": float(err[:, 0].mean()),
              "val/action_mae_last": float(err[:, -1].mean())}
+        if other is not None:
+            pred_o = other.actions.double().cpu().numpy()
+            if norm is not None:
+                pred_o = norm.denormalize(pred_o)
+            m["val/action_mae_other_images"] = float(np.abs(pred_o - target).mean())
         per = {"per_joint_mae": per_joint.tolist(), "per_joint_mae_first": err[:, 0].mean(0).tolist(),
                "per_joint_mae_last": err[:, -1].mean(0).tolist()}
         with open(self.out / "validation.jsonl", "a") as f:
@@ -336,6 +350,9 @@ class Trainer:
         log.info("validation at step %d: flow loss %.4f, action error %.4f (first %.4f, last %.4f) joint units; "
                  "per joint: %s", step, m["val/loss"], m["val/action_mae"], m["val/action_mae_first"],
                  m["val/action_mae_last"], " ".join(f"{v:.3f}" for v in per_joint))
+        if "val/action_mae_other_images" in m:
+            log.info("  with another sample's images: action error %.4f (x%.2f; x1.00: the actions do not depend on the images)",
+                     m["val/action_mae_other_images"], m["val/action_mae_other_images"] / max(m["val/action_mae"], 1e-12))
         return m
 
     # ------------------------------------------------------------------------------ loop
