@@ -196,9 +196,11 @@ def test_a_part_out_of_time_stops_its_repetitions():
     assert part.repeat(lambda i: i, reps=3, warmup=0) == [0, 1, 2] and "note" not in part.result
 
 
-def test_a_child_over_its_deadline_is_killed_and_reported():
+def test_a_child_over_its_deadline_is_killed_and_reported(tmp_path, monkeypatch):
     mod = load_module()
-    # inductor on CPU compiles for minutes: a 10 s budget cannot be met, so the child must be killed
+    # inductor on CPU compiles for minutes: a 10 s budget cannot be met, so the child must be killed. A warm
+    # inductor cache (an earlier run on this machine) compiled it in 4.5 s: the child gets an empty one.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     args = SimpleNamespace(device="cpu", config="tiny", repeats=2, warmup=1, profile="aloha_agilex_2",
                            vae_dtype="float32", train_steps=1, compile_backend="inductor", dtype="float32", threads=1)
     clock = mod.Clock(budget_s=10.0 + mod.RESERVE_S + (time.monotonic() - mod.T0))
