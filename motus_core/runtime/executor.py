@@ -639,9 +639,9 @@ class ChunkExecutor:
         """(p, v, a) of what the robot is being commanded, carried from the last command to ``now``.
 
         Stops and hand-overs start here, not from the trajectory: while the guard holds the command back
-        from a plan beyond the limits, the plan's own state is not where the robot goes. A stop from the
-        plan's velocity (above the limit) at the planning deceleration travelled metres of joint
-        space: 1.6 rad past home with chunks of home +- 0.02 rad (test_runtime_executor).
+        from a plan beyond the limits, the plan's own state is not where the robot goes (a stop from a
+        plan's 5 rad/s, above the limit, ran ~2.5x further than the command needed:
+        test_a_stop_brakes_from_what_was_commanded_not_from_the_plan).
         """
         last = self.last
         if last is None or self.traj is None or not (0.0 <= now - last.stamp <= 0.1):

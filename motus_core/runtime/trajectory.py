@@ -151,8 +151,8 @@ def smooth_to_limits(times: np.ndarray, positions: np.ndarray, a_max: np.ndarray
     followed; a plan through it has knot velocities and accelerations no command can match, and every
     hand-over onto it (fade-in, blend, recovery) starts from those values and swings out. The robot
     can only follow the chunk's slow part, so the plan is built through that: each pass moves the
-    offending knots (and their neighbours) a quarter of the way towards the mean of their neighbours,
-    which removes the step-to-step alternation first and leaves a feasible chunk unchanged. The first
+    offending knots (and their neighbours) half of the way towards the mean of their neighbours, which
+    removes the step-to-step alternation first and leaves a feasible chunk unchanged. The first
     and last waypoints are kept. Returns the waypoints and the number of passes (0: unchanged).
     """
     t = np.asarray(times, dtype=np.float64)
