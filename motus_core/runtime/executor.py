@@ -644,7 +644,7 @@ class ChunkExecutor:
         test_a_stop_brakes_from_what_was_commanded_not_from_the_plan).
         """
         last = self.last
-        if last is None or self.traj is None or not (0.0 <= now - last.stamp <= 0.1):
+        if last is None or not (0.0 <= now - last.stamp <= 0.1):
             return self.traj.evaluate(now)
         dt = now - last.stamp
         p = last.position + dt * last.velocity + 0.5 * dt * dt * last.acceleration

@@ -338,9 +338,7 @@ class Trainer:
              "val/action_mae_last": float(err[:, -1].mean())}
         if other is not None:
             pred_o = other.actions.double().cpu().numpy()
-            if norm is not None:
-                pred_o = norm.denormalize(pred_o)
-            m["val/action_mae_other_images"] = float(np.abs(pred_o - target).mean())
+            m["val/action_mae_other_images"] = float(np.abs((pred_o if norm is None else norm.denormalize(pred_o)) - target).mean())
         per = {"per_joint_mae": per_joint.tolist(), "per_joint_mae_first": err[:, 0].mean(0).tolist(),
                "per_joint_mae_last": err[:, -1].mean(0).tolist()}
         with open(self.out / "validation.jsonl", "a") as f:
@@ -350,7 +348,7 @@ class Trainer:
         log.info("validation at step %d: flow loss %.4f, action error %.4f (first %.4f, last %.4f) joint units; "
                  "per joint: %s", step, m["val/loss"], m["val/action_mae"], m["val/action_mae_first"],
                  m["val/action_mae_last"], " ".join(f"{v:.3f}" for v in per_joint))
-        if "val/action_mae_other_images" in m:
+        if other is not None:
             log.info("  with another sample's images: action error %.4f (x%.2f; x1.00: the actions do not depend on the images)",
                      m["val/action_mae_other_images"], m["val/action_mae_other_images"] / max(m["val/action_mae"], 1e-12))
         return m
