@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, TypeVar
+from typing import Any, Mapping, TypeVar
 
 from rcl_interfaces.msg import ParameterDescriptor
 
@@ -80,8 +80,37 @@ def _empty_list_type(tp: Any):
     }.get(inner, Parameter.Type.STRING_ARRAY)
 
 
-def declare_parameters(node, cls: type[T], prefix: str = "") -> T:
-    """Declare every field of ``cls`` on ``node`` and return an instance filled with the values."""
+# Overrides that name no declared parameter but are ROS's own (declared later by rclpy, or by the launch system).
+_ROS_OWN_PREFIXES = ("qos_overrides.",)
+
+
+def unknown_overrides(node, renamed: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """Parameter values given to ``node`` (params files, ``-p``, launch) that name no declared parameter.
+
+    ROS drops such values without a word, so an old or misspelt name in a YAML file silently leaves the
+    default in place. Returns (errors for renamed parameters, the other unknown names). rclpy keeps the
+    overrides in ``Node._parameter_overrides`` (Humble to Kilted); without it nothing can be checked.
+    """
+    overrides = getattr(node, "_parameter_overrides", None) or {}
+    renamed = renamed or {}
+    errors, unknown = [], []
+    for name in sorted(overrides):
+        if node.has_parameter(name) or name.startswith(_ROS_OWN_PREFIXES):
+            continue
+        if name in renamed:
+            errors.append(f"{name!r} was renamed: use {renamed[name]!r}")
+        else:
+            unknown.append(name)
+    return errors, unknown
+
+
+def declare_parameters(node, cls: type[T], prefix: str = "", renamed: Mapping[str, str] | None = None) -> T:
+    """Declare every field of ``cls`` on ``node`` and return an instance filled with the values.
+
+    A value given under a parameter's old name (``renamed``: old -> new) stops the node with the new
+    name; a value for a name the node does not have is logged as a warning (a params file with ``/**:``
+    may serve several nodes, so it is not an error).
+    """
     values: dict[str, Any] = {}
     bad: list[str] = []
     for name, f, tp in parameter_fields(cls, prefix):
@@ -110,8 +139,14 @@ def declare_parameters(node, cls: type[T], prefix: str = "") -> T:
         why = check_value(name, values[name], f.metadata)
         if why:
             bad.append(why)
+    errors, unknown = unknown_overrides(node, renamed)
+    bad.extend(errors)
     if bad:
         raise ValueError("invalid parameters: " + "; ".join(bad))
+    if unknown:
+        node.get_logger().warning(
+            f"ignoring parameter values for names this node does not have: {', '.join(unknown)} "
+            "(misspelt? `ros2 param list` on the node or docs/parameters.md lists its parameters)")
     return build_from_values(cls, values, prefix)
 
 

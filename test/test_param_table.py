@@ -73,3 +73,32 @@ def test_a_parameter_outside_its_choices_or_bounds_stops_the_node(ros_context):
         assert "tracking_grace must be a number, got 'long'" in str(e.value) and "delay_window has the wrong type" in str(e.value)
     finally:
         node.destroy_node()
+
+
+def test_old_and_unknown_parameter_names_are_not_dropped_silently(ros_context, monkeypatch):
+    """ROS ignores a value for a parameter a node does not declare: a params file written for an older
+    version (``execution_horizon`` before it became ``rtc.execution_horizon``) would run with the default."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from motus_ros.nodes.executor_node import ExecutorNode
+    from motus_ros.params import declare_parameters
+    from motus_ros.nodes.executor_node import ExecutorNodeParams
+    from motus_core.runtime.executor import RENAMED_PARAMETERS
+
+    with pytest.raises(ValueError) as e:
+        ExecutorNode(context=ros_context, parameter_overrides=[
+            Parameter("execution_horizon", Parameter.Type.INTEGER, 12), Parameter("te_decay", Parameter.Type.DOUBLE, 0.1)])
+    assert "'execution_horizon' was renamed: use 'rtc.execution_horizon'" in str(e.value)
+    assert "'te_decay' was renamed: use 'temporal_ensemble.decay'" in str(e.value)
+
+    node = rclpy.create_node("param_unknown", context=ros_context, parameter_overrides=[
+        Parameter("limit_budgett", Parameter.Type.DOUBLE, 0.5), Parameter("qos_overrides./tf.publisher.depth", Parameter.Type.INTEGER, 5)])
+    warnings = []
+    monkeypatch.setattr(node.get_logger(), "warning", lambda msg, **kw: warnings.append(msg))
+    try:
+        cfg = declare_parameters(node, ExecutorNodeParams, renamed=RENAMED_PARAMETERS)
+        assert cfg.limit_budget == 0.8
+        assert len(warnings) == 1 and "limit_budgett" in warnings[0] and "qos_overrides" not in warnings[0]
+    finally:
+        node.destroy_node()

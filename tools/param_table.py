@@ -35,7 +35,9 @@ hand; `test/test_param_table.py` fails when this file is out of date). Precedenc
 the default below < `config/<node>.yaml` (only values that differ from the default) < launch
 arguments that were given (`motus-launch name:=value`, `ros2 launch ... name:=value`; an argument
 that is not given never overrides the YAML) < `-p name:=value` on a node's command line. Values are
-checked against the allowed values at start.
+checked against the allowed values at start. A value under a parameter's old name (`execution_horizon`
+before it became `rtc.execution_horizon`, ...) stops the node with the new name; a value for a name
+the node does not have is logged as a warning (ROS itself would drop it without a word).
 """
 
 

@@ -67,6 +67,19 @@ def _with_strategy_configs(cls):
     return cls
 
 
+# Executor parameters that moved into their strategy's nested config (stop 17): old name -> new name.
+# An old name in a params file would otherwise be dropped by ROS without a word.
+RENAMED_PARAMETERS = {
+    "execution_horizon": "rtc.execution_horizon",
+    "rtc_schedule": "rtc.schedule",
+    "replan_interval": "temporal_ensemble.replan_interval",
+    "te_decay": "temporal_ensemble.decay",
+    "te_max_chunks": "temporal_ensemble.max_chunks",
+    "te_taper": "temporal_ensemble.taper",
+    "max_chunk_age": "rtc.max_chunk_age or temporal_ensemble.max_chunk_age (one per strategy)",
+}
+
+
 @dataclass
 @_with_strategy_configs
 class ExecutorConfig(SafetyMonitorConfig):

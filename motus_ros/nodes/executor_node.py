@@ -67,7 +67,7 @@ from std_srvs.srv import SetBool, Trigger
 from motus_core.rejections import RejectionLog, cause_of
 from motus_core.robot_profile import load_profile
 from motus_core.runtime import metrics
-from motus_core.runtime.executor import ChunkExecutor, ExecutorConfig
+from motus_core.runtime.executor import RENAMED_PARAMETERS, ChunkExecutor, ExecutorConfig
 from motus_core.runtime.liveness import PolicyLiveness, PolicyProcess
 from motus_core.runtime.motion import profile_poses, resolve_target
 from motus_core.runtime.safety import JointLimits
@@ -114,7 +114,7 @@ class ExecutorNodeParams(ExecutorConfig):
 class ExecutorNode(Node):
     def __init__(self, name: str = "executor", **kwargs):
         super().__init__(name, **kwargs)
-        self.params = declare_parameters(self, ExecutorNodeParams)
+        self.params = declare_parameters(self, ExecutorNodeParams, renamed=RENAMED_PARAMETERS)
         p = self.params
         if p.gil_switch_interval > 0:
             sys.setswitchinterval(p.gil_switch_interval)
