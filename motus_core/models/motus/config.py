@@ -76,6 +76,12 @@ class MotusConfig:
     num_inference_steps: int = 10
     train_shift: float = 5.0
     num_train_timesteps: int = 1000
+    # Fraction of training samples whose video is held at pure noise (t = 1000), the condition the VLA
+    # mode (the policy node's default) serves in. The official Stage 3 draws the video and action
+    # timesteps independently (0 here): most samples then show the action expert partly denoised
+    # future frames, from which the actions can be read off; only about a fifth (shift-5 table) see
+    # futures that are 95 % noise or more and so must act from the current image.
+    vla_train_fraction: float = 0.0
     vae: dict = field(default_factory=lambda: copy.deepcopy(WAN22_VAE))
     vlm: dict | None = None  # Qwen3VLConfig as a dict (None: und features must be given)
 
@@ -83,6 +89,8 @@ class MotusConfig:
     def __post_init__(self):
         if self.training_mode not in TRAINING_MODES:
             raise ValueError(f"training_mode must be one of {TRAINING_MODES}, got {self.training_mode!r}")
+        if not 0.0 <= float(self.vla_train_fraction) <= 1.0:
+            raise ValueError(f"vla_train_fraction must be within [0, 1], got {self.vla_train_fraction}")
         if self.num_video_frames % 4:
             raise ValueError(f"num_video_frames must be a multiple of 4 (VAE time stride), got {self.num_video_frames}")
         if self.video_height % 32 or self.video_width % 32:

@@ -322,11 +322,15 @@ class MotusModel(nn.Module):
         clean condition latent (teacher forcing) with target 0 and a zeroed prediction, so it adds 0
         to the mean; ``total = w_v * video_loss + w_a * action_loss``. The four random draws (in
         the official order: video index, video noise, action index, action noise) can be injected.
+        With ``config.vla_train_fraction`` > 0, that fraction of the drawn video timesteps is set to
+        the table's first entry (pure noise, t = 1000: the VLA mode's condition); the Bernoulli draw
+        comes after the official four, so a fraction of 0 leaves the official numerics untouched.
         """
         cfg = self.config
         b = clean_latent.shape[0]
         dev = clean_latent.device
         sig, tt = train_schedule(cfg.num_train_timesteps, cfg.train_shift, device=dev)
+        vla_draw = video_index is None and cfg.vla_train_fraction > 0
         if video_index is None:
             video_index = torch.randint(0, cfg.num_train_timesteps, (b,), generator=generator, device=dev)
         if video_noise is None:
@@ -335,6 +339,9 @@ class MotusModel(nn.Module):
             action_index = torch.randint(0, cfg.num_train_timesteps, (b,), generator=generator, device=dev)
         if action_noise is None:
             action_noise = torch.randn(actions.shape, generator=generator, device=dev, dtype=actions.dtype)
+        if vla_draw:
+            vla = torch.rand((b,), generator=generator, device=dev) < cfg.vla_train_fraction
+            video_index = torch.where(vla, torch.zeros_like(video_index), video_index)
         s_v = sig[video_index].view(b, 1, 1, 1, 1)
         noisy = (1 - s_v) * clean_latent + s_v * video_noise
         noisy[:, :, :1] = cond_latent
