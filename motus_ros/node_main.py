@@ -52,6 +52,18 @@ def _ignore_sigint() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _in_finalizer(frame) -> bool:
+    """The signal arrived while an object's ``__del__`` ran (garbage collection: rclpy's Task, ...).
+    Python prints an exception raised there ("Exception ignored in ...") and drops it, so raising would
+    print a traceback and lose the interrupt; rclpy's own handler still shuts the context down, which
+    ends the spin."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _interrupt_once() -> None:
     """SIGINT raises KeyboardInterrupt the first time only (installed before rclpy, whose own handler
     shuts the context down and then chains to this one)."""
@@ -61,7 +73,7 @@ def _interrupt_once() -> None:
 
     def handler(signum, frame):
         seen.append(signum)
-        if len(seen) == 1:
+        if len(seen) == 1 and not _in_finalizer(frame):
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, handler)

@@ -32,3 +32,57 @@ def test_error_on_a_live_context_propagates():
 
     with pytest.raises(RuntimeError, match="a real bug"):
         run_node(_Node, [], spin=spin)
+
+
+def test_ctrl_c_inside_a_finalizer_is_not_raised_there():
+    """A KeyboardInterrupt raised inside ``__del__`` (rclpy's Task during garbage collection) is printed as
+    "Exception ignored" and lost: the handler leaves it to rclpy's context shutdown there, and raises it
+    anywhere else."""
+    import signal
+    import sys
+
+    from motus_ros import node_main
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        node_main._interrupt_once()
+        handler = signal.getsignal(signal.SIGINT)
+        raised = []
+
+        class Collected:
+            def __del__(self):
+                try:
+                    handler(signal.SIGINT, sys._getframe())
+                except KeyboardInterrupt:
+                    raised.append("in __del__")
+
+        Collected().__del__()
+        assert raised == []
+        node_main._interrupt_once()  # a fresh "first" interrupt
+        handler = signal.getsignal(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            handler(signal.SIGINT, sys._getframe())
+        handler(signal.SIGINT, sys._getframe())  # the second one is ignored (launch forwards Ctrl-C again)
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_policy_node_exit_does_not_import_a_half_imported_torch(monkeypatch):
+    """Ctrl-C during ``import torch`` (model load) leaves a partial module; the exit used to import it
+    again, which failed half-way with a traceback."""
+    import sys
+    import types
+
+    from motus_ros.nodes.policy_node import PolicyNode
+
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))  # no attributes: a broken import
+
+    class Logger:
+        def debug(self, msg):
+            pass
+
+    node = PolicyNode.__new__(PolicyNode)
+    node.loop, node._subs, node._timers, node._pubs, node._srv = None, [], [], [], None
+    node.get_logger = lambda: Logger()
+    PolicyNode._release(node)
+    assert node.policy is None

@@ -205,13 +205,15 @@ class PolicyNode(LifecycleNode):
             self.destroy_service(self._srv)
         self._subs, self._pubs, self._timers, self._srv = [], [], [], None
         self.policy = None
+        # Only a torch that finished importing: Ctrl-C during the model load can interrupt `import torch`,
+        # and importing it again then fails half-way (a traceback at exit).
+        torch = sys.modules.get("torch")
+        cuda = getattr(torch, "cuda", None)
         try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+            if cuda is not None and cuda.is_initialized():
+                cuda.empty_cache()
+        except Exception as exc:  # noqa: BLE001 - freeing a cache at exit must not fail the exit
+            self.get_logger().debug(f"torch.cuda.empty_cache at exit: {exc}")
 
     # ------------------------------------------------------------------ interfaces
     def _create_interfaces(self) -> None:
