@@ -315,6 +315,17 @@ def run_eval(ns, work: Path, policy: Path, strategy: str, seeds: tuple[int, int]
     done_eps: list[dict] = []
     if out.is_file():
         done_eps = [e for e in json.loads(out.read_text()).get("episodes", []) if seeds[0] <= e["seed"] < seeds[1]]
+    # a killed motus-eval leaves its part file (written after every episode): keep the episodes it finished
+    # (the part files go once the merged report is written)
+    old_parts = sorted(out.parent.glob(f"{out.stem}_from*.json"), key=lambda f: int(f.stem.rsplit("_from", 1)[1]))
+    for part in old_parts:
+        try:
+            eps = json.loads(part.read_text()).get("episodes", [])
+        except (OSError, ValueError):
+            continue
+        for e in eps:
+            if e["seed"] == seeds[0] + len(done_eps) and e["seed"] < seeds[1]:
+                done_eps.append(e)
     first = seeds[0] + len(done_eps)
     if first < seeds[1]:
         part = out.with_name(out.stem + f"_from{first}.json")
@@ -344,6 +355,8 @@ def run_eval(ns, work: Path, policy: Path, strategy: str, seeds: tuple[int, int]
     data = report.as_dict()
     data["policy_chunk_ms"] = report.policy_chunk_ms  # per evaluation run (p50 of each), for the bench's figure
     out.write_text(json.dumps(data, indent=1))
+    for part in old_parts:
+        part.unlink(missing_ok=True)
     s = data["summary"]
     log(f"eval {policy.name} {strategy}: {s['successes']}/{s['episodes']} successes, rate {s['success_rate']:.2f} "
         f"(95 % Wilson {s['wilson95'][0]:.2f}..{s['wilson95'][1]:.2f})")

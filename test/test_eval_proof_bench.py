@@ -64,3 +64,34 @@ def test_eval_json_complete(tmp_path):
     assert not bench._eval_json_complete(f, (1000, 1003))
     f.write_text(json.dumps({"episodes": [{"seed": 1000}, {"seed": 1001}, {"seed": 1002}]}))
     assert bench._eval_json_complete(f, (1000, 1003))
+
+
+def test_a_killed_evaluation_keeps_its_finished_episodes(tmp_path, monkeypatch):
+    """motus-eval writes its JSON after every episode; a run killed part-way (session end) must not
+    evaluate those seeds again, and the merged report lists every seed once."""
+    import argparse
+
+    def ep(seed):
+        return {"seed": seed, "success": seed % 2 == 0, "outcome": "timeout"}
+
+    out = tmp_path / "final_rtc.json"
+    out.write_text(json.dumps({"episodes": [ep(s) for s in range(1000, 1002)], "summary": {"time_limit": 14.5}}))
+    (tmp_path / "final_rtc_from1002.json").write_text(json.dumps({"episodes": [ep(s) for s in range(1002, 1005)]}))
+    ran = []
+
+    def fake_run(cmd, log_path):
+        seeds = cmd[cmd.index("--seeds") + 1]
+        ran.append(seeds)
+        a, b = (int(x) for x in seeds.split(":"))
+        part = Path(cmd[cmd.index("--json") + 1])
+        part.write_text(json.dumps({"episodes": [ep(s) for s in range(a, b)],
+                                    "summary": {"policy_chunk_ms_p50": 100.0, "achieved_real_time_factor": 0.3, "time_limit": 14.5}}))
+        return 0
+
+    monkeypatch.setattr(bench, "_run", fake_run)
+    ns = argparse.Namespace(device="cpu", eval_time_limit=0.0, eval_executor_param=[])
+    data = bench.run_eval(ns, tmp_path, tmp_path / "policy", "rtc", (1000, 1008), out, 0.3, videos=False)
+    assert ran == ["1005:1008"]
+    assert [e["seed"] for e in data["episodes"]] == list(range(1000, 1008))
+    assert not list(tmp_path.glob("final_rtc_from*.json"))
+    assert bench._eval_json_complete(out, (1000, 1008))
