@@ -163,7 +163,8 @@ def policy_demo(ns) -> int:
             print(f"inference latency (observation complete -> chunk published): p50 {s['inference_latency_ms_p50']:.0f} ms, "
                   f"p99 {s['inference_latency_ms_p99']:.0f} ms; measured delay {s['delay_actions']}")
         if "command_rate_hz" in s:
-            print(f"command stream {s['command_rate_hz']:.0f} Hz (sim time), period error p99 {s.get('command_period_error_ms_p99', 0):.2f} ms; "
+            print(f"command stream {s['command_rate_hz']:.0f} Hz (wall clock; {s.get('command_stamps_per_s', 0):.0f} distinct sim-time "
+                  f"stamps per sim second), period error p99 {s.get('command_period_error_ms_p99', 0):.2f} ms; "
                   f"limit hits {s['limit_hits']}, peak velocity {100 * s['peak_velocity_ratio']:.0f} % / acceleration "
                   f"{100 * s['peak_acceleration_ratio']:.0f} % of the limits")
             print(f"chunk boundaries (largest step of the commanded stream per 5 ms tick): position {s['boundary_step_position']:.1e} rad, "

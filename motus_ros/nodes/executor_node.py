@@ -6,7 +6,7 @@ layer; see docs/runtime.md). Everything robot-specific comes from the robot prof
 * Command loop at ``command_rate_hz`` (default: the profile's, 200 Hz) on absolute wall-clock
   deadlines (no drift), stamped with the node clock (sim time with the simulator). The loop thread
   also serves the node's callbacks between ticks (``run``), so no other Python thread competes for
-  the GIL when a tick is due; ``realtime_priority`` gives it SCHED_FIFO on a real robot PC.
+  the GIL when a tick is due; ``realtime_priority`` (default 50) gives it SCHED_FIFO where permitted.
 * Outputs (``command_interface``; ``auto`` = the interface of the profile's first command target):
   ``joint_trajectory``: ``trajectory_msgs/JointTrajectory`` streamed MPC-style at
   ``trajectory_rate_hz`` to every joint_trajectory target of the profile; each message holds the
@@ -107,7 +107,10 @@ class ExecutorNodeParams(ExecutorConfig):
     record_file: str = field(default="", metadata={"help": "write the recent command stream (npz: t, position, velocity, acceleration, state, switches, chunks) here when the node stops"})
     instruction_service: str = field(default="/policy/set_instruction", metadata={"help": "RunTask: the policy's SetInstruction service"})
     success_topic: str = field(default="/sim/success", metadata={"help": "RunTask: std_msgs/Bool task success of the robot ('' = none)"})
-    realtime_priority: int = field(default=0, metadata={"help": "SCHED_FIFO priority of the command loop thread (1-99; 0 = normal scheduling; needs CAP_SYS_NICE / rtprio)"})
+    realtime_priority: int = field(default=50, metadata={
+        "help": "SCHED_FIFO priority of the command loop thread (1-99, 50 as ros2_control's controller_manager; 0 = normal "
+                "scheduling). Needs CAP_SYS_NICE or an rtprio limit; without them the loop runs with normal scheduling and "
+                "says so", "min": 0, "max": 99})
     gil_switch_interval: float = field(default=0.0005, metadata={"help": "s, Python's thread switch interval in this process (default 5 ms delays the command loop behind other threads)"})
 
 
@@ -187,6 +190,8 @@ class ExecutorNode(Node):
         self.period_errors: deque[float] = deque(maxlen=20000)
         self.ticks = 0
         self.tick_times: deque[float] = deque(maxlen=200)
+        self._first_tick_wall: float | None = None  # wall clock of the first and last command sent
+        self._last_tick_wall: float | None = None
         self.tick_compute: deque[float] = deque(maxlen=20000)
         # recent commands for the summary, in preallocated arrays: no per-tick Python objects that the
         # garbage collector would have to walk (gen-2 collections over a long history stall the loop)
@@ -345,7 +350,10 @@ class ExecutorNode(Node):
             os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(min(prio, 99)))
             self.get_logger().info(f"Command loop runs with SCHED_FIFO priority {prio}.")
         except (PermissionError, OSError, AttributeError) as exc:
-            self.get_logger().warning(f"Could not give the command loop real-time priority {prio} ({exc}); running with normal scheduling.")
+            self.get_logger().warning(
+                f"Could not give the command loop real-time priority {prio} ({exc}); running with normal scheduling, so a busy "
+                "machine delays commands. Allow it with an rtprio limit (e.g. '@realtime - rtprio 98' in "
+                "/etc/security/limits.conf and the user in group realtime) or CAP_SYS_NICE; realtime_priority:=0 turns it off.")
 
     def run(self, executor, until=None) -> None:
         """The command loop, in the calling thread, which also serves this node's ROS callbacks.
@@ -408,7 +416,11 @@ class ExecutorNode(Node):
                 self.output.poll_driver_mode()  # refuse a read-mode driver before anyone enables (outside the lock)
             return  # no joint state yet, or real hardware never enabled: send nothing
         self.ticks += 1
-        self.tick_times.append(time.monotonic())
+        wall = time.monotonic()
+        self.tick_times.append(wall)
+        if self._first_tick_wall is None:
+            self._first_tick_wall = wall
+        self._last_tick_wall = wall
         self.output.publish(cmd, preview)
         i = self._hist_n % self._hist_t.shape[0]
         self._hist_t[i], self._hist_p[i], self._hist_v[i], self._hist_a[i], self._hist_s[i] = now, cmd.position, cmd.velocity, cmd.acceleration, int(cmd.state)
@@ -483,7 +495,12 @@ class ExecutorNode(Node):
             t, P, V, A = self._hist_t[order], self._hist_p[order], self._hist_v[order], self._hist_a[order]
             keep = np.concatenate([[True], np.diff(t) > 1e-9])
             t, P, V, A = t[keep], P[keep], V[keep], A[keep]
-            out["command_rate_hz"] = float((len(t) - 1) / (t[-1] - t[0])) if t[-1] > t[0] else 0.0
+            # Commands per wall-clock second (the loop's rate; on a robot, system time, every command has its
+            # own stamp) and distinct stamps per second of the robot's clock: in simulation the executor's
+            # time is the latest /clock message it has taken, so a loaded machine shows fewer stamps.
+            span = (self._last_tick_wall or 0.0) - (self._first_tick_wall or 0.0)
+            out["command_rate_hz"] = float((self.ticks - 1) / span) if span > 0 else 0.0
+            out["command_stamps_per_s"] = float((len(t) - 1) / (t[-1] - t[0])) if t[-1] > t[0] else 0.0
             lv = metrics.limit_violations(t, P, self.limits.lower, self.limits.upper, self.limits.velocity, self.limits.acceleration)
             out["peak_velocity_ratio"] = lv["velocity_ratio"]
             out["peak_acceleration_ratio"] = lv["acceleration_ratio"]
@@ -540,8 +557,9 @@ def format_summary(s: dict) -> str:
              f"{s['chunks_rejected']} rejected; watchdog stops {s['watchdog_stops']}",
              f"  measured delay (actions): {s['delay_actions']}; chunk contract {s.get('contract')}, {s.get('late_chunks', 0)} chunks later than max_delay"]
     if "command_rate_hz" in s:
-        lines.append(f"  command stream: {s['command_rate_hz']:.1f} Hz, period error p50 {s.get('command_period_error_ms_p50', 0):.2f} ms "
-                     f"p99 {s.get('command_period_error_ms_p99', 0):.2f} ms")
+        lines.append(f"  command stream: {s['command_rate_hz']:.1f} Hz of wall-clock time, period error p50 "
+                     f"{s.get('command_period_error_ms_p50', 0):.2f} ms p99 {s.get('command_period_error_ms_p99', 0):.2f} ms; "
+                     f"{s.get('command_stamps_per_s', 0):.1f} distinct stamps per second of the robot's clock")
         lines.append(f"  limits: {s['limit_hits']} clamped ticks {s['limit_hits_by_kind']}; peak velocity {s['peak_velocity_ratio'] * 100:.0f} % "
                      f"and acceleration {s['peak_acceleration_ratio'] * 100:.0f} % of the limits")
         lines.append(f"  chunk boundaries: largest step of the commanded stream at a switch (per 5 ms tick): position "
