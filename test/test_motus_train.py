@@ -407,27 +407,73 @@ def test_lora_trains_saves_loads_and_merges(dataset, tmp_path):
     assert any("lora_A" in k for k in state["model"])
 
 
-@pytest.mark.parametrize("engine", ["ddp", pytest.param("fsdp", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="PyTorch's FSDP (FullyShardedDataParallel) needs an accelerator"))])
-def test_torchrun_two_processes_end_with_identical_weights(dataset, tmp_path, engine):
+def torchrun(dataset: Path, out: Path, *extra: str) -> None:
+    """``motus-train`` on the tiny config in 2 processes (gloo on the CPU, NCCL on CUDA)."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out = tmp_path / "run"
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
             "--master_port", str(port), "-m", "motus_core.cli.motus_train", *TINY, f"data.path={dataset}",
-            f"output_dir={out}", "train.steps=3", "train.save_every=0", f"train.distributed={engine}"]
+            f"output_dir={out}", *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     rc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1200, env=env)
     assert rc.returncode == 0, rc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("engine", ["ddp", "fsdp"])  # FSDP2 (fully_shard) runs on the CPU with gloo too
+def test_torchrun_two_processes_end_with_identical_weights(dataset, tmp_path, engine):
+    out = tmp_path / "run"
+    torchrun(dataset, out, "train.steps=3", "train.save_every=0", f"train.distributed={engine}")
     log = (out / "train.log").read_text()
     assert "2 process(es)" in log
     assert "2 ranks ended with identical weights" in log  # all_gather of each rank's full-weight checksum
     assert (out / "final" / "motus_policy.yaml").is_file()
     state = torch.load(out / "final" / "training_state.pt", weights_only=False)
     assert state["step"] == 3 and state["world"] == 2
+
+
+def test_fsdp_resume_is_bit_exact(dataset, tmp_path):
+    """2 FSDP2 processes resumed from the step-2 checkpoint (full weights and optimizer state, re-sharded)
+    end where the uninterrupted run ends."""
+    import shutil
+
+    from motus_core.models.motus.checkpoint import load_weights
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    torchrun(dataset, full, "train.steps=4", "train.distributed=fsdp")  # checkpoints at 2, final at 4
+    # the run as if stopped after its step-2 checkpoint (one launch fewer than stopping a run there)
+    shutil.copytree(full, part, symlinks=True)
+    shutil.rmtree(part / "final")
+    (part / "latest").unlink()
+    (part / "latest").symlink_to(Path("checkpoints") / "step_00000002")
+    torchrun(dataset, part, "train.steps=4", "train.distributed=fsdp")
+    a = load_weights(full / "final" / "motus.safetensors.index.json")
+    b = load_weights(part / "final" / "motus.safetensors.index.json")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    sa = torch.load(full / "final" / "training_state.pt", weights_only=False)
+    sb = torch.load(part / "final" / "training_state.pt", weights_only=False)
+    assert sa["step"] == sb["step"] == 4 and sa["world"] == 2
+    assert sa["optimizer"]["state"].keys() == sb["optimizer"]["state"].keys() and sa["optimizer"]["state"]
+    for k, x in sa["optimizer"]["state"].items():  # full (unsharded) moments, keyed by parameter name
+        y = sb["optimizer"]["state"][k]
+        assert x["exp_avg"].shape == a[k.removeprefix("model.")].shape
+        assert torch.equal(x["exp_avg"], y["exp_avg"]) and torch.equal(x["exp_avg_sq"], y["exp_avg_sq"])
+    log = (part / "train.log").read_text()
+    resumed = log[log.index("resuming from"):]  # the copied log holds the uninterrupted run's lines too
+    assert "at step 2" in resumed.splitlines()[0] and "2 ranks ended with identical weights" in resumed
+
+
+def test_fsdp_with_lora_is_refused(dataset, tmp_path, monkeypatch):
+    from motus_core.models.motus.train.config import TrainConfigError
+    from motus_core.models.motus.train.trainer import Trainer
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # refused before any process group is joined
+    t = Trainer(config(dataset, tmp_path / "run", "lora.enabled=true", "train.distributed=fsdp"))
+    with pytest.raises(TrainConfigError, match="fsdp with lora.enabled is not supported"):
+        t.setup()
 
 
 def test_memory_estimate_and_benchmark_step_hook():

@@ -1,6 +1,6 @@
 """One Motus Stage-3 training step: frozen VAE + frozen VLM inputs -> the official flow-matching loss.
 
-:class:`MotusLoss` is the module the optimizer (and DDP/FSDP) sees: it owns the trainable tri-stream
+:class:`MotusLoss` is the module the optimizer (and DDP/FSDP2) sees: it owns the trainable tri-stream
 model and computes, for a collated batch (``data.collate``):
 
 1. the clean video latent of ``[first_frame, video_frames...]`` with the frozen VAE (the condition
@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.distributed.tensor import DTensor
 
 from ..model import Conditioning, MotusModel
 from ..vae import MotusVAE
@@ -46,7 +47,7 @@ def video_pixels(batch: dict) -> torch.Tensor:
 
 class MotusLoss(nn.Module):
     """The trainable model + its frozen input encoders (kept outside the module tree: never trained,
-    never wrapped by DDP/FSDP, never in the optimizer)."""
+    never wrapped by DDP/FSDP2, never in the optimizer)."""
 
     def __init__(self, model: MotusModel, vae: MotusVAE, vlm: VLMFeatures):
         super().__init__()
@@ -84,7 +85,8 @@ def one_step(loss_module: MotusLoss, optimizer: torch.optim.Optimizer, batch: di
              grad_clip: float = 0.5, precision: str = "auto", wrapped: nn.Module | None = None) -> dict[str, Any]:
     """One optimizer step on ``batch``; returns the float losses and the grad norm.
 
-    ``wrapped``: the DDP/FSDP wrapper of ``loss_module`` when distributed (its forward syncs grads).
+    ``wrapped``: the DDP wrapper of ``loss_module`` when distributed (its forward syncs grads), or
+    ``loss_module`` itself under FSDP2 (``fully_shard`` shards it in place).
     """
     dev = loss_module.model.device
     enc = loss_module.encode(batch)
@@ -98,10 +100,9 @@ def one_step(loss_module: MotusLoss, optimizer: torch.optim.Optimizer, batch: di
     loss.backward()
     params = [p for g in optimizer.param_groups for p in g["params"]]
     clip = grad_clip if grad_clip > 0 else float("inf")
-    if wrapped is not None and hasattr(wrapped, "clip_grad_norm_"):  # FSDP: the norm over every shard
-        gn = wrapped.clip_grad_norm_(clip)
-    else:
-        gn = torch.nn.utils.clip_grad_norm_(params, clip)
+    gn = torch.nn.utils.clip_grad_norm_(params, clip)
+    if isinstance(gn, DTensor):  # FSDP2: each rank's partial norm of its shards -> the norm over every rank
+        gn = gn.full_tensor()
     if not torch.isfinite(gn):  # finite loss, non-finite gradient: never apply it
         optimizer.zero_grad(set_to_none=True)
         return {"total_loss": float(loss.detach()), "video_loss": float(out["video_loss"].detach()),

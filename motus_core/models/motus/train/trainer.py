@@ -1,4 +1,4 @@
-"""The ``motus-train`` loop: one process, or one per device under ``torchrun`` (DDP or FSDP).
+"""The ``motus-train`` loop: one process, or one per device under ``torchrun`` (DDP or FSDP2).
 
 Determinism and exact resume: batch ``s`` of rank ``r`` holds dataset indices
 ``(s * world + r) * B + j`` (the reader draws episode and condition frame of index ``i`` from its
@@ -14,7 +14,9 @@ traceback. Worker processes ignore SIGINT (the main process owns the shutdown).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import json
 import logging
 import os
@@ -123,6 +125,10 @@ class Trainer:
     # ------------------------------------------------------------------------------ setup
     def setup(self) -> None:
         cfg = self.cfg
+        if cfg.lora.enabled and cfg.train.distributed == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # checkpoints hold LoRA-merged weights, which peft computes from the live (here sharded) layers
+            raise TrainConfigError("train.distributed=fsdp with lora.enabled is not supported; use train.distributed=ddp "
+                                   "(the adapters' gradients and optimizer state are small)")
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
         self.dist = d = setup_dist(cfg.train.device)
@@ -153,8 +159,8 @@ class Trainer:
         self.wrapped = None
         if d.world > 1:
             self.wrapped = self._wrap()
-        params_model = self.wrapped if (self.wrapped is not None and cfg.train.distributed == "fsdp") else built.model
-        self.optimizer, self.scheduler = build_optimizer(params_model, cfg.optim)
+        # FSDP2 replaces the model's parameters in place (sharded DTensors): the optimizer takes them from the model
+        self.optimizer, self.scheduler = build_optimizer(built.model, cfg.optim)
         opts = {"step_period": 1.0 / 30.0 * cfg.data.global_downsample_rate}
         if cfg.train.num_threads > 0 and d.device.type == "cpu":
             opts["num_threads"] = cfg.train.num_threads
@@ -181,16 +187,20 @@ class Trainer:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         if self.cfg.train.distributed == "fsdp":
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.fsdp import fully_shard
 
-            if self.dist.device.type != "cuda":
-                raise TrainConfigError("train.distributed=fsdp needs CUDA devices (PyTorch's FSDP); use ddp on CPUs")
-
-            # One FSDP unit over the whole trainable model: parameters, gradients and optimizer state
+            # every rank starts from rank 0's weights (as DDP does): each rank keeps its own shard of them
+            with torch.no_grad():
+                for t in itertools.chain(self.loss.parameters(), self.loss.buffers()):
+                    dist.broadcast(t, 0)
+            # the mesh's device type is the process group's: cpu for gloo, cuda for nccl
+            mesh = init_device_mesh(self.dist.device.type, (self.dist.world,))
+            # One FSDP2 unit over the whole trainable model: parameters, gradients and optimizer state
             # are sharded across ranks and gathered for each forward/backward (the layer loop calls
-            # the blocks' sub-modules directly, so per-block units would never be unsharded).
-            return FSDP(self.loss, use_orig_params=True, device_id=self.dist.device if self.dist.device.type == "cuda" else None,
-                        sync_module_states=True)
+            # the blocks' sub-modules directly, so per-block units would never be unsharded). The
+            # root unit keeps its parameters gathered from forward to backward.
+            return fully_shard(self.loss, mesh=mesh)
         # the last layer's understanding-stream output projection and FFN never reach the loss (the
         # und stream is not read after the last joint attention), so DDP must expect unused parameters
         return DDP(self.loss, device_ids=[self.dist.local_rank] if self.dist.device.type == "cuda" else None,
@@ -201,36 +211,55 @@ class Trainer:
             dist.barrier()
 
     # ------------------------------------------------------------------------------ state
-    def _full_params(self, writeback: bool = False):
-        """Every rank sees the whole (unsharded) model inside this context (FSDP); a no-op otherwise."""
-        import contextlib
+    @property
+    def fsdp(self) -> bool:
+        return self.wrapped is not None and self.cfg.train.distributed == "fsdp"
 
-        if self.wrapped is not None and self.cfg.train.distributed == "fsdp":
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    @contextlib.contextmanager
+    def _full_params(self):
+        """Every rank holds the whole (unsharded) model inside this context (FSDP2); a no-op otherwise.
+        Read parameters directly here: ``state_dict()`` of an FSDP2 module reshards it."""
+        if not self.fsdp:
+            yield
+            return
+        self.wrapped.unshard()
+        try:
+            yield
+        finally:
+            self.wrapped.reshard()
 
-            return FSDP.summon_full_params(self.wrapped, writeback=writeback, rank0_only=False)
-        return contextlib.nullcontext()
+    @staticmethod
+    def _full_options(**kw):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(full_state_dict=True, **kw)
 
     def model_state(self) -> dict:
-        """Full (merged, unsharded) model weights in our layout, on the CPU."""
+        """Full (merged, unsharded) model weights in our layout, on the CPU. FSDP2: on rank 0 only (the
+        one that writes checkpoints), ``{}`` on the others."""
+        if self.fsdp:
+            return self.trainable_state()  # no LoRA with FSDP (setup refuses it): nothing to merge
         model = self.built.model
-        with self._full_params():
-            if self.cfg.lora.enabled:
-                from .lora import merged_state_dict
+        if self.cfg.lora.enabled:
+            from .lora import merged_state_dict
 
-                return merged_state_dict(model)
-            return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            return merged_state_dict(model)
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
     def trainable_state(self) -> dict:
         """The raw trainable module state (with LoRA adapters unmerged): what resume restores."""
-        with self._full_params():
-            return {k: v.detach().cpu().clone() for k, v in self.built.model.state_dict().items()}
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+            sd = get_model_state_dict(self.wrapped, options=self._full_options(cpu_offload=True))
+            return {k.removeprefix("model."): v for k, v in sd.items()}  # MotusLoss holds the model as .model
+        return {k: v.detach().cpu().clone() for k, v in self.built.model.state_dict().items()}
 
     def _optimizer_state(self) -> dict:
-        if self.wrapped is not None and self.cfg.train.distributed == "fsdp":
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        if self.fsdp:  # keyed by parameter name; rank 0 only
+            from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-            return FSDP.optim_state_dict(self.wrapped, self.optimizer)
+            return get_optimizer_state_dict(self.wrapped, self.optimizer, options=self._full_options(cpu_offload=True))
         return self.optimizer.state_dict()
 
     def _train_state(self, step: int) -> dict:
@@ -251,19 +280,28 @@ class Trainer:
             from ..checkpoint import read_policy_file, resolve
 
             sd = load_weights(resolve(path, read_policy_file(path)["weights"]))
-        with torch.no_grad(), self._full_params(writeback=True):
-            own = model.state_dict()
-            missing = [k for k in own if k not in sd]
-            if missing:
-                raise TrainConfigError(f"{path}: checkpoint lacks {missing[:5]}... for this model")
-            for k, v in own.items():
-                v.copy_(sd[k].to(v.dtype))
-        if self.wrapped is not None and self.cfg.train.distributed == "fsdp":
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        own = model.state_dict()
+        missing = [k for k in own if k not in sd]
+        if missing:
+            raise TrainConfigError(f"{path}: checkpoint lacks {missing[:5]}... for this model")
+        if self.fsdp:
+            # every rank read the full state: each keeps its own shard of it
+            from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-            osd = FSDP.optim_state_dict_to_load(self.wrapped, self.optimizer, state["optimizer"])
-            self.optimizer.load_state_dict(osd)
+            set_model_state_dict(self.wrapped, {f"model.{k}": sd[k].to(v.dtype) for k, v in own.items()},
+                                 options=self._full_options())
+            # Parameters that never get a gradient (the last layer's und-stream output) have no optimizer
+            # state in the checkpoint (strict=False) and must get none here either: the loader starts from
+            # the state of a zero-gradient step for every trainable parameter.
+            osd = state["optimizer"]
+            set_optimizer_state_dict(self.wrapped, self.optimizer, osd, options=self._full_options(strict=False))
+            for name, p in self.wrapped.named_parameters():
+                if name not in osd["state"]:
+                    self.optimizer.state.pop(p, None)
         else:
+            with torch.no_grad():
+                for k, v in own.items():
+                    v.copy_(sd[k].to(v.dtype))
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         rng = state["rng"]
@@ -297,7 +335,7 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, step: int) -> dict | None:
-        """Action error (joint units) of the held-out samples; every rank takes part (FSDP gathers the
+        """Action error (joint units) of the held-out samples; every rank takes part (FSDP2 gathers the
         weights), rank 0 reports."""
         batch = self._val_batch()
         if batch is None:
@@ -378,8 +416,8 @@ class Trainer:
         if self.start >= total:
             if d.main:
                 log.info("nothing to do: %s already reached step %d", self.out, self.start)
-                if not (self.out / "final").is_dir():
-                    self.save(self.start, "final")
+            if self._agree(not (self.out / "final").is_dir()):  # every rank takes part in a save (FSDP2 gathers)
+                self.save(self.start, "final")
             return EXIT_OK
         loader = DataLoader(
             self.data.train, batch_sampler=StepBatchSampler(len(self.data.train), tc.batch_size, self.start, total, d.rank, d.world),
@@ -464,8 +502,11 @@ class Trainer:
                 self.write_summary(step, code)
 
     def check_ranks_in_sync(self) -> float:
-        sd = self.model_state()
-        total = float(sum(v.double().sum().item() + v.double().abs().sum().item() for v in sd.values()))
+        # the weights each rank computes with (FSDP2: as gathered on that rank)
+        with torch.no_grad(), self._full_params():
+            m = self.built.model
+            total = float(sum(v.double().sum().item() + v.double().abs().sum().item()
+                              for v in itertools.chain(m.parameters(), m.buffers())))
         sums = [None] * self.dist.world
         dist.all_gather_object(sums, total)
         if any(v != sums[0] for v in sums):
