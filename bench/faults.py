@@ -20,19 +20,29 @@ graph (/clock, /executor/status, the measured joint states) and injects the faul
   mid-episode (then ``motus-convert --repair``), disk full during recording (RLIMIT_FSIZE: write()
   fails with EFBIG, the path a full disk takes), two CPU-burning neighbour processes.
 
-For each kind: nodes alive (a killed node is restarted by the harness, and must come back), the
-executor's state, the largest measured arm joint speed over the profile's velocity limit (finite
-differences of the simulator's joint states), the warning/error lines the nodes logged, whether the
-expected one is among them, and (recorder faults) whether the data on disk is intact (the bag reads,
-episode.json counts match it). Loaded figures come from the CPU-neighbour phase: spurious "Policy
-lost" reports per minute (no policy was killed) and kill-to-hold latency of the policy kills made
-under that load (sim time, as the closed-loop tests measure it; wall time in the details).
+A recorder node (the project's, as the recorder kinds start it) runs next to the graph and records
+one episode per kind, started before the injection and stopped after the settle time; the two
+recorder kinds record with a recorder of their own instead. Bad input may be recorded as the robot
+saw it; what must hold is the episode on disk.
+
+For each kind: nodes alive (the recorder included; a killed or dead node is restarted by the
+harness, and must come back), the executor's state, the largest measured arm joint speed over the
+profile's velocity limit (finite differences of the simulator's joint states), the warning/error
+lines the nodes (the recorder included) logged and no traceback among them, whether the expected
+one is among them, and whether the data on disk is intact: the kind's episode is complete, its bag
+finished and readable, and its messages and payload bytes per topic match episode.json (the
+recorder kinds: the killed recorder's bag after ``motus-convert --repair``; the disk-full episode
+as the recorder left it, repaired if unfinished). Loaded figures come from the CPU-neighbour phase:
+spurious "Policy lost" reports per minute (no policy was killed) and kill-to-hold latency of the
+policy kills made under that load (sim time, as the closed-loop tests measure it; wall time in the
+details).
 
     python bench/faults.py            # every kind (several minutes)
     python bench/faults.py --quick    # a few kinds (the test)
 
 Final line: JSON with fault_kinds, fault_kinds_passed, spurious_policy_lost_per_min_loaded,
-kill_to_hold_ms_p99_loaded, max_measured_velocity_ratio, and per-kind details under "kinds".
+kill_to_hold_ms_p99_loaded, max_measured_velocity_ratio, and per-kind details under "kinds" (a
+recorded kind's episode check, and the seconds the recording added, under details.episode).
 """
 from __future__ import annotations
 
@@ -42,6 +52,7 @@ import math
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,6 +79,7 @@ LOST_RE = re.compile(r"policy lost|policy process (is )?gone", re.I)
 LOG_RE = re.compile(r"\b(WARN|WARNING|ERROR|FATAL)\b|Traceback")
 TRACEBACK_RE = re.compile(r"Traceback")
 REJECT_LOG_PERIOD = 5.0  # motus_core.rejections.DEFAULT_PERIOD
+RECORDER = "episode_recorder"  # the harness's recorder process (node fault_episode_recorder), one episode per kind
 
 
 # ------------------------------------------------------------------------------------------ processes
@@ -127,7 +139,7 @@ def graph_commands(replay: Path, tmp: Path, relay_topic: str, source_topic: str)
     out = {}
     for spec in specs:
         if spec.name not in ("sim", "policy", "executor"):
-            continue  # the visualizer and recorders are left out: two cores are shared with other work
+            continue  # the visualizer and the graph's recorders are left out (two shared cores); the harness runs one recorder
         if spec.name == "policy":  # the left wrist camera comes through this process (it can stop)
             spec.remappings = list(spec.remappings) + [(source_topic, relay_topic)]
         spec.required = False
@@ -270,6 +282,7 @@ class Fault:
     inject: Callable[["Harness"], dict]
     expect: tuple[str, str] | None = None  # (node, regex) a line the node must log
     settle: float = 2.0  # s after the injection before the verdict
+    recorded: bool = True  # an episode of the harness's recorder around the kind (the recorder kinds bring their own)
 
 
 @dataclass
@@ -305,6 +318,8 @@ class Harness:
         cmds = graph_commands(replay, tmp, self.relay_topic, self.relay_source)
         self.watch = Watcher(self.profile, self.relay_source, self.relay_topic)
         self.nodes = {name: NodeProc(name, cmd, self.env) for name, cmd in cmds.items()}
+        self.recorder_starts = 0
+        self.start_recorder()
         self.policy_lost_loaded = 0
         self.loaded_seconds = 0.0
         self.kill_to_hold_sim_ms: list[float] = []
@@ -423,6 +438,52 @@ class Harness:
             time.sleep(1.0 / rate)
         return n
 
+    # ------------------------------------------------------------------ the recorded episode of a kind
+    def start_recorder(self) -> None:
+        """(Re)start the harness's recorder, each time under a new node name: a killed recorder's service
+        endpoints linger in DDS discovery for a while, and a request a client sends them is lost."""
+        self.recorder_starts += 1
+        name = "fault_episode_recorder" + (f"_{self.recorder_starts}" if self.recorder_starts > 1 else "")
+        cmd = recorder_command(name, self.tmp / "episodes")
+        if RECORDER in self.nodes:  # the same NodeProc keeps the dead one's output for the logs
+            self.nodes[RECORDER].cmd = cmd
+            self.nodes[RECORDER].start()
+        else:
+            self.nodes[RECORDER] = NodeProc(RECORDER, cmd, self.env)
+        self.rec_start = self.watch.node.create_client(self.watch.StartEpisode, f"/{name}/start_episode")
+        self.rec_stop = self.watch.node.create_client(self.watch.StopEpisode, f"/{name}/stop_episode")
+
+    def start_episode(self, kind: str) -> tuple[Path | None, str]:
+        """Start the harness recorder's episode for one kind: (its directory, "") or (None, why not)."""
+        if not self.nodes[RECORDER].alive():
+            return None, "the recorder is not running"
+        req = self.watch.StartEpisode.Request(task="fault_injection", instruction=kind)
+        # 60 s: a recorder restarted after the previous kind needs its start-up first
+        res = self.watch.call(self.rec_start, req, 60)
+        if res is None or not res.success:
+            return None, f"the recorder did not start an episode: {getattr(res, 'message', 'no answer')}"
+        return Path(res.path), ""
+
+    def finish_episode(self, ep_dir: Path | None, why_not: str = "") -> tuple[bool, dict]:
+        """Stop the kind's episode and read it back: complete, bag finished and readable, episode.json
+        counts and bytes match the bag. The episode is deleted afterwards (GBs over a full run)."""
+        if ep_dir is None:
+            return False, {"error": why_not}
+        req = self.watch.StopEpisode.Request(outcome=self.watch.StopEpisode.Request.OUTCOME_UNKNOWN, notes="fault injection")
+        stopped = self.watch.call(self.rec_stop, req, 30) if self.nodes[RECORDER].alive() else None
+        if stopped is None:
+            alive = self.nodes[RECORDER].alive()
+            return False, {"error": "no answer to stop_episode" if alive else "the recorder died during the kind"}
+        try:
+            ok, info = _check_episode(ep_dir)
+        except Exception as exc:  # noqa: BLE001 - an unreadable episode.json is data not intact, not a harness error
+            ok, info = False, {"error": f"{type(exc).__name__}: {exc}"}
+        info["stop_answer"] = stopped.message
+        if not stopped.success:  # the episode did not end complete (a write error, say)
+            info.setdefault("error", stopped.message)
+        shutil.rmtree(ep_dir, ignore_errors=True)
+        return ok and stopped.success, info
+
     # ------------------------------------------------------------------ running one fault
     def run(self, fault: Fault) -> Result:
         res = Result(fault.name, fault.group)
@@ -431,6 +492,8 @@ class Harness:
                 self.wait_running(180.0)
         except RuntimeError as exc:
             res.why_failed.append(f"graph not running before the fault: {exc}")
+        t_rec = time.monotonic()
+        ep_dir, why_not = self.start_episode(fault.name) if fault.recorded else (None, "")
         t0, c0 = time.monotonic(), self.watch.clock
         try:
             res.details.update(fault.inject(self) or {})
@@ -438,6 +501,11 @@ class Harness:
             res.why_failed.append(f"injection failed: {type(exc).__name__}: {exc}")
         time.sleep(fault.settle)
         t1, c1 = time.monotonic(), self.watch.clock
+        if fault.recorded:
+            res.details["data_intact"], res.details["episode"] = self.finish_episode(ep_dir, why_not)
+        t_end = time.monotonic()  # the recorder's lines about stopping the episode belong to the kind
+        if fault.recorded:  # the time the recording adds to the kind
+            res.details["episode"]["overhead_s"] = round(t0 - t_rec + t_end - t1, 2)
         res.nodes_alive = {name: n.alive() for name, n in self.nodes.items()}
         res.nodes_alive.update(res.details.pop("extra_alive", {}))
         s = self.watch.status
@@ -446,10 +514,10 @@ class Harness:
         procs = dict(self.nodes)
         procs.update(res.details.pop("extra_procs", {}))
         for name, n in procs.items():
-            lines = [ln for ln in n.since(t0, t1) if LOG_RE.search(ln)]
+            lines = [ln for ln in n.since(t0, t_end) if LOG_RE.search(ln)]
             if lines:
                 res.logged[name] = {"lines": len(lines), "first": lines[0][-300:]}
-            if any(TRACEBACK_RE.search(ln) for ln in n.since(t0, t1)):
+            if any(TRACEBACK_RE.search(ln) for ln in n.since(t0, t_end)):
                 res.why_failed.append(f"{name} printed a traceback")
         if fault.expect is not None:
             node, pattern = fault.expect
@@ -466,12 +534,15 @@ class Harness:
         if res.max_velocity_ratio > 1.02:
             res.why_failed.append(f"measured speed {res.max_velocity_ratio:.2f} x the limit")
         if res.data_intact is False:
-            res.why_failed.append("data on disk not intact")
+            err = (res.details.get("episode") or res.details.get("recorder") or {}).get("error")
+            res.why_failed.append("data on disk not intact" + (f": {err}" if err else ""))
         res.why_failed += res.details.pop("problems", [])
         res.passed = not res.why_failed
-        # leave the graph running for the next kind
+        # leave the graph (and the recorder) running for the next kind
         for name, n in self.nodes.items():
-            if not n.alive():
+            if not n.alive() and name == RECORDER:
+                self.start_recorder()
+            elif not n.alive():
                 n.start()
         return res
 
@@ -577,8 +648,9 @@ def fault_list() -> list[Fault]:
     procs = [
         F("policy_kill", "processes", lambda h: h.kill_policy_and_measure(), ("executor", r"policy (lost|gone)|liveliness"), settle=0.5),
         F("policy_stall", "processes", _policy_stall, ("executor", r"watchdog|holding|stop|lost|gone"), settle=3.0),
-        F("recorder_kill", "processes", _recorder_kill, None, settle=0.5),
-        F("disk_full", "processes", _disk_full, ("recorder_disk", r"file size limit|no space left|too large"), settle=0.5),
+        F("recorder_kill", "processes", _recorder_kill, None, settle=0.5, recorded=False),
+        F("disk_full", "processes", _disk_full, ("recorder_disk", r"file size limit|no space left|too large"), settle=0.5,
+          recorded=False),
         F("cpu_neighbour", "processes", _cpu_neighbour, None, settle=1.0),
     ]
     return images + js + chunks + commands + procs

@@ -1,6 +1,7 @@
 """The fault-injection harness (bench/faults.py --quick) on the running closed loop: every kind of the
-quick set leaves the nodes alive, the measured motion within the velocity limits, and logs the
-expected rejection (issue 15). Slow (a policy graph and a policy restart); the full set runs as a bench."""
+quick set leaves the nodes alive (the harness's recorder included), the measured motion within the
+velocity limits, logs the expected rejection, and leaves the episode recorded around it intact on disk
+(issue 15). Slow (a policy graph and a policy restart); the full set runs as a bench."""
 from __future__ import annotations
 
 import json
@@ -25,4 +26,7 @@ def test_quick_fault_kinds_pass():
     assert not failed, failed
     assert result["max_measured_velocity_ratio"] <= 1.02
     assert all(v["expected_log_found"] for v in kinds.values())
+    # every kind was recorded and checked (None would mean not checked)
+    assert {k: v["data_intact"] for k, v in kinds.items()} == dict.fromkeys(kinds, True)
+    assert all(v["nodes_alive"].get("episode_recorder") for v in kinds.values())
     assert kinds["policy_kill"]["details"]["policy_restarted"]
