@@ -402,3 +402,35 @@ def test_a_robot_still_catching_up_after_a_stop_is_not_resynced(limits, profile)
     assert ex.resyncs == 0
     T, P, _ = loop.arrays(since=sent["t"] - 0.05)
     assert_stream_within_limits(T, P, limits)
+
+
+@pytest.mark.parametrize("shift", [-5.0, 2.0])
+def test_joint_states_out_of_time_are_ignored_not_tracked(limits, profile, shift):
+    """A driver whose clock jumps (stamps 5 s back, or 2 s ahead) must not latch a tracking stop by
+    comparing the current pose with the commands of another time, nor make later states look stale."""
+    home = np.asarray(profile.home, dtype=float)
+    robot = FakeRobot(home)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc", tracking_tolerance=0.1), limits, chunk_length=48)
+    ex.configure_monitors(profile.gripper_indices)
+    loop = Loop(ex, robot)
+    loop.run(0.2)
+    target = home.copy()
+    target[0] += 0.6
+    assert ex.on_chunk(loop.chunk(target), loop.t).accepted
+
+    def bad_clock(e, t):  # between 0.5 and 1.0 s every state comes out of time, none correct in between
+        if 0.5 <= t < 1.0:
+            why = e.on_measured_state(t + shift, robot.q, now=t)
+            assert why is not None and ("ahead" in why if shift > 0 else "before the newest" in why)
+
+    robot.publishing = False  # the loop's own states: stamped by the test
+    loop.run(0.5, each=lambda e, t: e.on_measured_state(t, robot.q, now=t))
+    loop.run(1.0, each=bad_clock)
+    robot.publishing = True
+    loop.run(1.2)
+    # still following the chunk (taking the 5 s old stamps made the states look stale: the robot held)
+    assert ex.state in (ExecState.FADE_IN, ExecState.RUNNING), ex.message
+    loop.run(2.0)
+    assert ex.tracking.trips == 0
+    assert ex.status()["states_ignored"] == 100  # 0.5 s of 5 ms ticks
+    assert abs(robot.q[0] - target[0]) < 0.05  # the motion went on

@@ -191,6 +191,8 @@ class ChunkExecutor:
         self._suspended: WaypointSpline | None = None  # plan put aside by policy_lost
         self.measured: np.ndarray | None = None
         self.measured_stamp: float | None = None
+        self._newest_state = -math.inf  # stamp of the newest joint state taken (older ones are ignored)
+        self.states_ignored = 0
         self._measured_hist: deque[tuple[float, np.ndarray]] = deque(maxlen=200)  # recent joint states (settling check)
         self.last: Command | None = None
         self._fade_until = -math.inf
@@ -371,10 +373,26 @@ class ChunkExecutor:
         return True, self.message, move.duration
 
     # ------------------------------------------------------------------ inputs
-    def on_measured_state(self, stamp: float, position: np.ndarray) -> None:
+    def on_measured_state(self, stamp: float, position: np.ndarray, now: float | None = None) -> str | None:
+        """Take a joint state; returns why it was ignored (None: taken).
+
+        A state stamped before the newest one taken (beyond ``clock_tolerance``: a driver clock that
+        jumped back, a replayed message) or ahead of ``now`` is ignored: the tracking monitor would
+        compare it with the commands of another time and latch a stop, and a future stamp would make
+        every later, correct state look out of order.
+        """
         q = np.asarray(position, dtype=np.float64)
         if q.shape != (self.dof,) or not np.all(np.isfinite(q)):
-            return
+            return "wrong length or NaN/inf positions"
+        stamp = float(stamp)
+        tol = self.cfg.clock_tolerance
+        if now is not None and now > 0.0 and stamp > now + tol:
+            self.states_ignored += 1
+            return f"stamped {stamp - now:.3f} s ahead of the clock"
+        if stamp < self._newest_state - tol:
+            self.states_ignored += 1
+            return f"stamped {self._newest_state - stamp:.3f} s before the newest joint state"
+        self._newest_state = max(self._newest_state, stamp)
         self.measured = q.copy()
         self.measured_stamp = float(stamp)
         self._measured_hist.append((self.measured_stamp, self.measured))
@@ -382,6 +400,7 @@ class ChunkExecutor:
         if why is not None:
             log.error("%s: latching a stop", why)
             self.estop(self.last.stamp if self.last is not None else float(stamp), why)
+        return None
 
     def set_enabled(self, now: float, enabled: bool, reason: str = "") -> None:
         if enabled == self.enabled:
@@ -614,6 +633,7 @@ class ChunkExecutor:
         self._last_chunk_stamp = -math.inf
         self.active_chunk = (0, 0.0)
         self._fresh_after = now
+        self._newest_state = -math.inf  # the new era's states are older than the old era's
         self.guard.forget()
         if self.state != ExecState.ESTOP:
             self.state = ExecState.HOLDING
@@ -892,6 +912,7 @@ class ChunkExecutor:
             "clamped_values": self.clamped_values,
             "watchdog_stops": self.watchdog_stops,
             "clock_jumps": self.clock_jumps,
+            "states_ignored": self.states_ignored,
             "committed_actions": committed,
             "active_chunk_id": self.active_chunk[0],
             "active_chunk_time_offset": self.active_chunk[1],

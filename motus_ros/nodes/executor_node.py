@@ -230,7 +230,10 @@ class ExecutorNode(Node):
                 self.rejections.reject(f"joint state on {topic}: NaN/inf positions")
             if self._joints.complete:
                 with self.lock:
-                    self.core.on_measured_state(self._joints.stamp, self._joints.position)
+                    why = self.core.on_measured_state(self._joints.stamp, self._joints.position, self.now())
+                if why is not None and "NaN" not in why:  # NaN/inf: counted above
+                    cause = "stamp ahead of the clock" if "ahead" in why else "stamp older than the newest state"
+                    self.rejections.reject(f"joint state on {topic}: {cause}", f"joint state on {topic} ignored: {why}")
 
         return cb
 
