@@ -387,7 +387,9 @@ class Trainer:
                  "per joint: %s", step, m["val/loss"], m["val/action_mae"], m["val/action_mae_first"],
                  m["val/action_mae_last"], " ".join(f"{v:.3f}" for v in per_joint))
         if other is not None:
-            log.info("  with another sample's images: action error %.4f (x%.2f; x1.00: the actions do not depend on the images)",
+            log.info("  with another held-out sample's images: action error %.4f (x%.2f; x1.00: the actions do not depend on the "
+                     "images; the other sample is mostly another moment, so the arm differs too: whether the model finds "
+                     "the task's object is what bench/image_reliance.py measures)",
                      m["val/action_mae_other_images"], m["val/action_mae_other_images"] / max(m["val/action_mae"], 1e-12))
         return m
 
