@@ -41,7 +41,7 @@ proof: setup
 	$(PY) bench/learn_transfer_cube.py --workdir $(PROOF_DIR) $(PROOF_ARGS)
 
 bench: setup
-	@for b in $(filter-out bench/learn_transfer_cube.py bench/image_reliance.py,$(wildcard bench/*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done  # the proof: make proof; image_reliance needs a trained policy
+	@for b in $(filter-out bench/learn_transfer_cube.py bench/image_reliance.py bench/encoder_probe.py,$(wildcard bench/*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done  # the proof: make proof; image_reliance and encoder_probe need a trained policy
 
 # Motus + MoLA at full size on one CUDA GPU (<= 8 min, random weights, final JSON line; docs/performance.md).
 # On the lent GPU machine (no venv, no network) run tools/gpu_run.sh instead. BENCH_GPU_ARGS: e.g. --parts mola

@@ -9,8 +9,9 @@ profile's size) on seeds the proof never records or evaluates on. For each condi
 episode's images, and for the mean future of the other episodes (what a model that ignores the cube
 would predict at best). A ratio other/own near 1.00 means the actions do not depend on the images;
 for transfer_cube, where the cube's position is only in the images, such a policy cannot succeed
-except by chance. ``motus-train`` reports the same ratio on its validation split
-(``val/action_mae_other_images``). Final JSON line: ``own_error``, ``other_images_error``,
+except by chance. ``motus-train``'s validation reports a looser check
+(``val/action_mae_other_images``: another held-out sample's images, mostly another moment, so the arm
+differs too); this one isolates the cube. Final JSON line: ``own_error``, ``other_images_error``,
 ``image_reliance`` (other / own), ``mean_future_error``, per frame.
 """
 from __future__ import annotations

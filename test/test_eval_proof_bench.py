@@ -95,3 +95,19 @@ def test_a_killed_evaluation_keeps_its_finished_episodes(tmp_path, monkeypatch):
     assert [e["seed"] for e in data["episodes"]] == list(range(1000, 1008))
     assert not list(tmp_path.glob("final_rtc_from*.json"))
     assert bench._eval_json_complete(out, (1000, 1008))
+
+
+def test_encoder_probe_ridge_finds_a_linear_signal_and_not_noise():
+    spec = importlib.util.spec_from_file_location("encoder_probe", ROOT / "bench" / "encoder_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = rng.uniform(-0.05, 0.05, size=(120, 2))
+    X = rng.normal(size=(120, 500)) * 0.1
+    X[:, :40] += y @ rng.normal(size=(2, 40)) * 20  # the position, spread over 40 features
+    err, base = probe.ridge_heldout(X, y, 1e-3)
+    assert np.all(err < 0.4 * base)
+    err_noise, base_noise = probe.ridge_heldout(rng.normal(size=(120, 500)), y, 1e-3)
+    assert np.all(err_noise > 0.7 * base_noise)
