@@ -82,6 +82,20 @@ def assert_stream_within_limits(T, P, limits, slack=1.021):
     assert v["velocity_ratio"] <= slack and v["acceleration_ratio"] <= slack, v
 
 
+def _moving_left_waist(limits, profile):
+    """An executor (tracking tolerance 0.1 rad) that has just accepted a chunk moving left_waist by 0.6 rad."""
+    home = np.asarray(profile.home, dtype=float)
+    robot = FakeRobot(home)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc", tracking_tolerance=0.1), limits, chunk_length=48)
+    ex.configure_monitors(profile.gripper_indices)
+    loop = Loop(ex, robot)
+    loop.run(0.2)
+    target = home.copy()
+    target[0] += 0.6
+    assert ex.on_chunk(loop.chunk(target), loop.t).accepted
+    return home, robot, ex, loop, target
+
+
 @pytest.mark.parametrize("resume", ["enable", "chunk_after_watchdog"])
 def test_resume_after_the_arm_was_moved_starts_at_the_measured_pose(limits, profile, resume):
     home = np.asarray(profile.home, dtype=float)
@@ -139,15 +153,7 @@ def test_small_servo_error_keeps_the_command_continuous(limits, profile):
 
 
 def test_tracking_monitor_latches_a_stop_when_the_robot_stops_following(limits, profile):
-    home = np.asarray(profile.home, dtype=float)
-    robot = FakeRobot(home)
-    ex = ChunkExecutor(ExecutorConfig(strategy="rtc", tracking_tolerance=0.1), limits, chunk_length=48)
-    ex.configure_monitors(profile.gripper_indices)
-    loop = Loop(ex, robot)
-    loop.run(0.2)
-    target = home.copy()
-    target[0] += 0.6
-    assert ex.on_chunk(loop.chunk(target), loop.t).accepted
+    home, robot, ex, loop, target = _moving_left_waist(limits, profile)
     robot.released = True  # e.g. the driver dropped to standby: the arm stays where it is
     loop.run(3.0)
     assert ex.state == ExecState.ESTOP
@@ -408,15 +414,7 @@ def test_a_robot_still_catching_up_after_a_stop_is_not_resynced(limits, profile)
 def test_joint_states_out_of_time_are_ignored_not_tracked(limits, profile, shift):
     """A driver whose clock jumps (stamps 5 s back, or 2 s ahead) must not latch a tracking stop by
     comparing the current pose with the commands of another time, nor make later states look stale."""
-    home = np.asarray(profile.home, dtype=float)
-    robot = FakeRobot(home)
-    ex = ChunkExecutor(ExecutorConfig(strategy="rtc", tracking_tolerance=0.1), limits, chunk_length=48)
-    ex.configure_monitors(profile.gripper_indices)
-    loop = Loop(ex, robot)
-    loop.run(0.2)
-    target = home.copy()
-    target[0] += 0.6
-    assert ex.on_chunk(loop.chunk(target), loop.t).accepted
+    home, robot, ex, loop, target = _moving_left_waist(limits, profile)
 
     def bad_clock(e, t):  # between 0.5 and 1.0 s every state comes out of time, none correct in between
         if 0.5 <= t < 1.0:
