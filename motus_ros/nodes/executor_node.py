@@ -6,7 +6,7 @@ layer; see docs/runtime.md). Everything robot-specific comes from the robot prof
 * Command loop at ``command_rate_hz`` (default: the profile's, 200 Hz) on absolute wall-clock
   deadlines (no drift), stamped with the node clock (sim time with the simulator). The loop thread
   also serves the node's callbacks between ticks (``run``), so no other Python thread competes for
-  the GIL when a tick is due; ``realtime_priority`` (default 50) gives it SCHED_FIFO where permitted.
+  the GIL when a tick is due; ``realtime_priority`` gives it SCHED_FIFO (on a robot PC).
 * Outputs (``command_interface``; ``auto`` = the interface of the profile's first command target):
   ``joint_trajectory``: ``trajectory_msgs/JointTrajectory`` streamed MPC-style at
   ``trajectory_rate_hz`` to every joint_trajectory target of the profile; each message holds the
@@ -107,10 +107,10 @@ class ExecutorNodeParams(ExecutorConfig):
     record_file: str = field(default="", metadata={"help": "write the recent command stream (npz: t, position, velocity, acceleration, state, switches, chunks) here when the node stops"})
     instruction_service: str = field(default="/policy/set_instruction", metadata={"help": "RunTask: the policy's SetInstruction service"})
     success_topic: str = field(default="/sim/success", metadata={"help": "RunTask: std_msgs/Bool task success of the robot ('' = none)"})
-    realtime_priority: int = field(default=50, metadata={
-        "help": "SCHED_FIFO priority of the command loop thread (1-99, 50 as ros2_control's controller_manager; 0 = normal "
-                "scheduling). Needs CAP_SYS_NICE or an rtprio limit; without them the loop runs with normal scheduling and "
-                "says so", "min": 0, "max": 99})
+    realtime_priority: int = field(default=0, metadata={
+        "help": "SCHED_FIFO priority of the command loop thread (1-99, e.g. 50 as ros2_control's controller_manager, on a "
+                "robot PC; 0 = normal scheduling). Needs CAP_SYS_NICE or an rtprio limit; without them the loop runs with "
+                "normal scheduling and says so", "min": 0, "max": 99})
     gil_switch_interval: float = field(default=0.0005, metadata={"help": "s, Python's thread switch interval in this process (default 5 ms delays the command loop behind other threads)"})
 
 
