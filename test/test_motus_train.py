@@ -100,20 +100,27 @@ def test_validation_reports_joint_errors(dataset, trained):
     assert len(rows[-1]["per_joint_mae"]) == 14
 
 
-def test_resume_is_bit_exact(dataset, tmp_path):
-    from motus_core.models.motus.train.trainer import train
+def _same_final_weights(full: Path, part: Path):
+    """Asserts both runs' final weights are equal; returns the weights and both training states."""
     from motus_core.models.motus.checkpoint import load_weights
 
-    full, part = tmp_path / "full", tmp_path / "part"
-    assert train(config(dataset, full, "train.steps=6")) == 0
-    assert train(config(dataset, part, "train.steps=3")) == 0  # stops after step 3 (writes final at 3)
-    assert train(config(dataset, part, "train.steps=6")) == 0  # resumes from latest (step 3)
     a = load_weights(full / "final" / "motus.safetensors.index.json")
     b = load_weights(part / "final" / "motus.safetensors.index.json")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     sa = torch.load(full / "final" / "training_state.pt", weights_only=False)
     sb = torch.load(part / "final" / "training_state.pt", weights_only=False)
+    return a, sa, sb
+
+
+def test_resume_is_bit_exact(dataset, tmp_path):
+    from motus_core.models.motus.train.trainer import train
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert train(config(dataset, full, "train.steps=6")) == 0
+    assert train(config(dataset, part, "train.steps=3")) == 0  # stops after step 3 (writes final at 3)
+    assert train(config(dataset, part, "train.steps=6")) == 0  # resumes from latest (step 3)
+    a, sa, sb = _same_final_weights(full, part)
     assert sa["step"] == sb["step"] == 6
     for x, y in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
         assert torch.equal(x["exp_avg"], y["exp_avg"]) and torch.equal(x["exp_avg_sq"], y["exp_avg_sq"])
@@ -439,8 +446,6 @@ def test_fsdp_resume_is_bit_exact(dataset, tmp_path):
     end where the uninterrupted run ends."""
     import shutil
 
-    from motus_core.models.motus.checkpoint import load_weights
-
     full, part = tmp_path / "full", tmp_path / "part"
     torchrun(dataset, full, "train.steps=4", "train.distributed=fsdp")  # checkpoints at 2, final at 4
     # the run as if stopped after its step-2 checkpoint (one launch fewer than stopping a run there)
@@ -449,12 +454,7 @@ def test_fsdp_resume_is_bit_exact(dataset, tmp_path):
     (part / "latest").unlink()
     (part / "latest").symlink_to(Path("checkpoints") / "step_00000002")
     torchrun(dataset, part, "train.steps=4", "train.distributed=fsdp")
-    a = load_weights(full / "final" / "motus.safetensors.index.json")
-    b = load_weights(part / "final" / "motus.safetensors.index.json")
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    sa = torch.load(full / "final" / "training_state.pt", weights_only=False)
-    sb = torch.load(part / "final" / "training_state.pt", weights_only=False)
+    a, sa, sb = _same_final_weights(full, part)
     assert sa["step"] == sb["step"] == 4 and sa["world"] == 2
     assert sa["optimizer"]["state"].keys() == sb["optimizer"]["state"].keys() and sa["optimizer"]["state"]
     for k, x in sa["optimizer"]["state"].items():  # full (unsharded) moments, keyed by parameter name
