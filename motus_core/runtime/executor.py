@@ -67,6 +67,10 @@ def _with_strategy_configs(cls):
     return cls
 
 
+# Why a joint state was not taken (on_measured_state): the start of its message, the cause the node counts.
+STATE_AHEAD = "stamped ahead of the clock"
+STATE_OLD = "stamped before the newest joint state"
+
 # Executor parameters that moved into their strategy's nested config (stop 17): old name -> new name.
 # An old name in a params file would otherwise be dropped by ROS without a word.
 RENAMED_PARAMETERS = {
@@ -374,7 +378,8 @@ class ChunkExecutor:
 
     # ------------------------------------------------------------------ inputs
     def on_measured_state(self, stamp: float, position: np.ndarray, now: float | None = None) -> str | None:
-        """Take a joint state; returns why it was ignored (None: taken).
+        """Take a joint state; returns why it was ignored (starting with ``STATE_AHEAD`` or ``STATE_OLD``),
+        None when it was taken.
 
         A state stamped before the newest one taken (beyond ``clock_tolerance``: a driver clock that
         jumped back, a replayed message) or more than ``clock_jump`` ahead of ``now`` is ignored: the
@@ -383,17 +388,17 @@ class ChunkExecutor:
         """
         q = np.asarray(position, dtype=np.float64)
         if q.shape != (self.dof,) or not np.all(np.isfinite(q)):
-            return "wrong length or NaN/inf positions"
+            return None  # malformed: the transport rejects and counts these itself
         stamp = float(stamp)
         clock = now is not None and now > 0.0
         # ahead by a clock jump: a bad driver clock. Less is normal in simulation under load (this
         # process takes /clock later than the joint states stamped with it).
         if clock and stamp > now + self.cfg.clock_jump:
             self.states_ignored += 1
-            return f"stamped {stamp - now:.3f} s ahead of the clock"
+            return f"{STATE_AHEAD} by {stamp - now:.3f} s"
         if stamp < self._newest_state - self.cfg.clock_tolerance:
             self.states_ignored += 1
-            return f"stamped {self._newest_state - stamp:.3f} s before the newest joint state"
+            return f"{STATE_OLD} by {self._newest_state - stamp:.3f} s"
         # a stamp somewhat ahead must not make the next correct states look old
         self._newest_state = max(self._newest_state, min(stamp, now) if clock else stamp)
         self.measured = q.copy()

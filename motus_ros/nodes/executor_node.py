@@ -67,7 +67,7 @@ from std_srvs.srv import SetBool, Trigger
 from motus_core.rejections import RejectionLog, cause_of
 from motus_core.robot_profile import load_profile
 from motus_core.runtime import metrics
-from motus_core.runtime.executor import RENAMED_PARAMETERS, ChunkExecutor, ExecutorConfig
+from motus_core.runtime.executor import RENAMED_PARAMETERS, STATE_AHEAD, STATE_OLD, ChunkExecutor, ExecutorConfig
 from motus_core.runtime.liveness import PolicyLiveness, PolicyProcess
 from motus_core.runtime.motion import profile_poses, resolve_target
 from motus_core.runtime.safety import JointLimits
@@ -231,8 +231,8 @@ class ExecutorNode(Node):
             if self._joints.complete:
                 with self.lock:
                     why = self.core.on_measured_state(self._joints.stamp, self._joints.position, self.now())
-                if why is not None and "NaN" not in why:  # NaN/inf: counted above
-                    cause = "stamp ahead of the clock" if "ahead" in why else "stamp older than the newest state"
+                if why is not None:
+                    cause = STATE_AHEAD if why.startswith(STATE_AHEAD) else STATE_OLD
                     self.rejections.reject(f"joint state on {topic}: {cause}", f"joint state on {topic} ignored: {why}")
 
         return cb
