@@ -604,3 +604,34 @@ def test_a_stop_brakes_from_what_was_commanded_not_from_the_plan(limits, profile
     bound = at_stop["v"] ** 2 / (2 * limits.acceleration * ex.cfg.limit_budget) + np.abs(at_stop["v"]) * 0.1 + 1e-3
     assert np.all(travel <= bound), {"travel": travel.round(4).tolist(), "bound": bound.round(4).tolist()}
     assert_within_limits(run, limits)
+
+
+def test_a_stalled_loop_does_not_invent_velocity(limits, profile):
+    """The command loop stalls for 84 ms (a loaded machine) while a jittery plan runs, and the robot is
+    stopped right after: the stop brakes from the velocity that was commanded. Before, the last
+    command's acceleration (the plan's jitter, ~5 rad/s^2) was carried as constant over the stall, the
+    stop started from 0.2-0.4 rad/s nobody had commanded, and the arms travelled up to 0.07 rad (0.45 rad
+    in the MoLA closed-loop test that found it)."""
+    q = _noisy_motion(profile, duration=4.0, sigma=0.004)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    stall_at, stall = 1.5, 0.084
+    dt = 1.0 / 200.0
+    n_before = int(stall_at / dt)
+    clock = lambda i: i * dt if i <= n_before else i * dt + stall  # noqa: E731
+    seen = {}
+
+    def disable(executor, now):
+        seen.update(t=now, p=executor.last.position.copy(), v=executor.last.velocity.copy(), a=executor.last.acceleration.copy())
+        executor.set_enabled(now, False, "test: stop after a stall")
+
+    run = run_closed_loop(ReplayPolicy(q, align="time"), ex, duration=2.5, initial_state=q[0], inference_delay=0.04,
+                          clock=clock, events={stall_at + stall + dt / 2: disable})
+    after = run.times >= seen["t"]
+    travel = np.abs(run.positions[after] - seen["p"]).max(axis=0)
+    v_after = np.abs(run.velocities[after]).max(axis=0)
+    arms = [i for i in range(14) if i not in (6, 13)]
+    # the stall at the commanded velocity, + about two ticks' carry of its acceleration, then braking from there
+    v = np.abs(seen["v"]) + np.abs(seen["a"]) * 2.5 * dt
+    bound = v * (stall + 0.1) + v ** 2 / (2 * limits.acceleration * ex.cfg.limit_budget) + 1e-3
+    assert np.all(travel[arms] <= bound[arms]), {"travel": travel[arms].round(4).tolist(), "bound": bound[arms].round(4).tolist()}
+    assert np.all(v_after[arms] <= v[arms] + 1e-6), (v_after[arms].round(3).tolist(), v[arms].round(3).tolist())

@@ -51,6 +51,24 @@ from motus_core.runtime.tracking import TrackingMonitor, tracking_tolerances
 log = logging.getLogger(__name__)
 
 
+def carry_command(p: np.ndarray, v: np.ndarray, a: np.ndarray, dt: float, hold: float, fade: float):
+    """(p, v, a) ``dt`` after a command (p, v, a) whose acceleration is kept for ``hold`` s (the usual
+    tick, when the robot really runs with it) and then fades linearly to zero over ``fade`` s."""
+    def integrals(s):  # of the acceleration profile's shape f (1, then the ramp down, then 0): (f, int f, int int f)
+        if s <= hold:
+            return 1.0, s, s * s / 2.0
+        r = min(s - hold, fade)
+        f = 1.0 - r / fade
+        v1 = hold + r - r * r / (2.0 * fade)
+        p1 = hold * hold / 2.0 + hold * r + r * r / 2.0 - r**3 / (6.0 * fade)
+        if s > hold + fade:
+            p1 += v1 * (s - hold - fade)
+        return f, v1, p1
+
+    f, iv, ip = integrals(dt)
+    return p + dt * v + a * ip, v + a * iv, a * f
+
+
 class ExecState(IntEnum):
     IDLE = 0
     FADE_IN = 1
@@ -683,13 +701,17 @@ class ChunkExecutor:
         from a plan beyond the limits, the plan's own state is not where the robot goes (a stop from a
         plan's 5 rad/s, above the limit, ran ~2.5x further than the command needed:
         test_a_stop_brakes_from_what_was_commanded_not_from_the_plan).
+
+        The last command's acceleration is carried for about one tick only and then fades out: after a
+        stalled loop (84 ms on a loaded machine) a constant acceleration carried the jitter of a noisy
+        plan into 0.4 rad/s of velocity that no command had asked for, and the stop that followed
+        travelled 0.07-0.45 rad (test_a_stalled_loop_does_not_invent_velocity).
         """
         last = self.last
         if last is None or not (0.0 <= now - last.stamp <= 0.1):
             return self.traj.evaluate(now)
-        dt = now - last.stamp
-        p = last.position + dt * last.velocity + 0.5 * dt * dt * last.acceleration
-        return p, last.velocity + dt * last.acceleration, last.acceleration.copy()
+        tick = min(max(float(np.median(self._tick_gaps)) if self._tick_gaps else 0.005, 0.001), 0.02)  # the usual tick
+        return carry_command(last.position, last.velocity, last.acceleration, now - last.stamp, 1.5 * tick, tick)
 
     # ------------------------------------------------------------------ the command tick
     def tick(self, now: float) -> Command | None:

@@ -33,6 +33,11 @@ from motus_core.flow.mask import SCHEDULES, prefix_weights
 from motus_core.runtime.trajectory import WaypointSpline
 
 
+# the rejections of a valid chunk that came too late (the causes a loaded machine produces)
+CHUNK_STALE = "chunk is stale"
+CHUNK_OVER = "chunk ends before it can be executed"
+LATE_CHUNK_CAUSES = (CHUNK_STALE, CHUNK_OVER)
+
 @dataclass
 class ChunkPlan:
     """A chunk's actions on absolute times (after validation and clamping)."""
@@ -167,9 +172,9 @@ class Strategy:
         age = now - chunk.stamp
         max_age = getattr(self.cfg, "max_chunk_age", math.inf)
         if age > max_age:
-            return f"chunk is stale: its observation is {age:.3f} s old (max {max_age} s, {self.name}.max_chunk_age)"
+            return f"{CHUNK_STALE}: its observation is {age:.3f} s old (max {max_age} s, {self.name}.max_chunk_age)"
         if chunk.end_time <= now + 2 * step:
-            return "chunk ends before it can be executed"
+            return CHUNK_OVER
         return None
 
     def merge(self, chunk: "ChunkPlan", now: float, old_plan: WaypointSpline | None, delay: int, current_position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

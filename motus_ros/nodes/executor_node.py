@@ -43,6 +43,7 @@ layer; see docs/runtime.md). Everything robot-specific comes from the robot prof
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import math
 import os
@@ -104,7 +105,7 @@ class ExecutorNodeParams(ExecutorConfig):
     enabled: bool = field(default=True, metadata={"help": "simulator only: follow the policy from the start (else wait for ~/enable); real hardware always starts disabled"})
     run_time: float = field(default=0.0, metadata={"help": "s of the node clock once the closed loop can start (enabled, joint state, policy contract), then stop, summarise and exit (0 = run until interrupted)"})
     summary_file: str = field(default="", metadata={"help": "write the run summary (JSON) here when the node stops"})
-    record_file: str = field(default="", metadata={"help": "write the recent command stream (npz: t, position, velocity, acceleration, state, switches, chunks) here when the node stops"})
+    record_file: str = field(default="", metadata={"help": "write the recent command stream (npz: t, position, velocity, acceleration, state, measured, switches, chunks, chunk_actions) here when the node stops"})
     instruction_service: str = field(default="/policy/set_instruction", metadata={"help": "RunTask: the policy's SetInstruction service"})
     success_topic: str = field(default="/sim/success", metadata={"help": "RunTask: std_msgs/Bool task success of the robot ('' = none)"})
     realtime_priority: int = field(default=0, metadata={
@@ -202,8 +203,10 @@ class ExecutorNode(Node):
         self._hist_a = np.zeros((n_hist, self.profile.dof))
         self._hist_s = np.zeros(n_hist, dtype=np.int8)
         self._hist_e = np.zeros(n_hist)  # end of the committed plan (nan: none): the watchdog's bound
+        self._hist_m = np.full((n_hist, self.profile.dof), np.nan)  # the measured joint positions the tick saw
         self._hist_n = 0
         self.chunk_log: deque[tuple[float, float, int, int, float]] = deque(maxlen=5000)  # (arrival, stamp, accepted, delay, latency)
+        self.chunk_actions: deque[np.ndarray] = deque(maxlen=500)  # what the policy sent, beside chunk_log's last entries
         self.latencies: deque[float] = deque(maxlen=2000)
         self._last_chunk_log = 0.0
         self._stop = threading.Event()
@@ -249,6 +252,7 @@ class ExecutorNode(Node):
         with self.lock:
             res = self.core.on_chunk(chunk, now)
         self.chunk_log.append((now, chunk.stamp, int(res.accepted), -1 if res.measured_delay is None else int(res.measured_delay), float(msg.inference_latency)))
+        self.chunk_actions.append(chunk.actions)
         if res.accepted:
             self.latencies.append(float(msg.inference_latency))
             if self.first_chunk_at is None:
@@ -414,6 +418,7 @@ class ExecutorNode(Node):
                                                 lead=self.params.trajectory_lead)
                 request = self.core.make_request(now) if self.core.wants_request(now) else None
                 plan_end = self.core.plan.end_time if self.core.plan is not None and self.core.stop is None else np.nan
+                measured = self.core.measured
         if idle:
             if cmd is not None:
                 self.output.poll_driver_mode()  # refuse a read-mode driver before anyone enables (outside the lock)
@@ -428,6 +433,7 @@ class ExecutorNode(Node):
         i = self._hist_n % self._hist_t.shape[0]
         self._hist_t[i], self._hist_p[i], self._hist_v[i], self._hist_a[i], self._hist_s[i] = now, cmd.position, cmd.velocity, cmd.acceleration, int(cmd.state)
         self._hist_e[i] = plan_end
+        self._hist_m[i] = np.nan if measured is None else measured
         self._hist_n += 1
         if request is not None:
             self.plan_pub.publish(plan_to_msg(request, self.profile.joint_names))
@@ -542,8 +548,12 @@ class ExecutorNode(Node):
             switches = np.array([(t, T) for t, _, T in self.core.switches]).reshape(-1, 2)
             jumps = np.array(list(self.core.clock_jump_times)).reshape(-1, 2)
             st = self.core.status()
+        # the chunks sent since the contract's length was last changed (as many as chunk_log's last entries)
+        same = list(itertools.takewhile(lambda a: a.shape == self.chunk_actions[-1].shape, reversed(self.chunk_actions))) \
+            if self.chunk_actions else []
         np.savez(path, t=self._hist_t[order], position=self._hist_p[order], velocity=self._hist_v[order],
                  acceleration=self._hist_a[order], state=self._hist_s[order], plan_end=self._hist_e[order], switches=switches,
+                 measured=self._hist_m[order], chunk_actions=np.array(same[::-1]).reshape(len(same), -1, self.profile.dof),
                  chunks=np.array(self.chunk_log).reshape(-1, 5), clock_jumps=jumps, lower=self.limits.lower, upper=self.limits.upper,
                  velocity_limit=self.limits.velocity, acceleration_limit=self.limits.acceleration,
                  status=json.dumps(st, default=str))
