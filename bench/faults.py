@@ -73,6 +73,7 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 80))
 import numpy as np  # noqa: E402
 
 import motus_ros  # noqa: E402,F401  (DDS environment before rclpy)
+from motus_ros.shm_cleanup import clean_zombie_shm  # noqa: E402
 
 QUICK = ("image_wrong_size", "image_future_stamp", "joint_state_nan", "chunk_nan", "sim_command_nan", "policy_kill")
 LOST_RE = re.compile(r"policy lost|policy process (is )?gone", re.I)
@@ -179,6 +180,7 @@ class Watcher:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from rosgraph_msgs.msg import Clock
         from sensor_msgs.msg import Image, JointState
+        from std_srvs.srv import Trigger
         from trajectory_msgs.msg import JointTrajectory
 
         from motus_msgs.msg import ActionChunk, ExecutorStatus
@@ -210,6 +212,8 @@ class Watcher:
         self.chunk_pub = n.create_publisher(ActionChunk, "/policy/action_chunk", rel)
         self.command_pub = n.create_publisher(JointTrajectory, self.command_topic, rel)
         self.StartEpisode, self.StopEpisode = StartEpisode, StopEpisode
+        self.Trigger = Trigger
+        self.reset_estop = n.create_client(Trigger, "/executor/reset_estop")
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(n)
         self._stop = threading.Event()
@@ -283,6 +287,7 @@ class Fault:
     expect: tuple[str, str] | None = None  # (node, regex) a line the node must log
     settle: float = 2.0  # s after the injection before the verdict
     recorded: bool = True  # an episode of the harness's recorder around the kind (the recorder kinds bring their own)
+    estop_expected: bool = False  # an e-stop is the right reaction (otherwise a latched e-stop fails the kind)
 
 
 @dataclass
@@ -487,11 +492,14 @@ class Harness:
     # ------------------------------------------------------------------ running one fault
     def run(self, fault: Fault) -> Result:
         res = Result(fault.name, fault.group)
+        t_wait = time.monotonic()
         try:
             if not self.running():
                 self.wait_running(180.0)
         except RuntimeError as exc:
             res.why_failed.append(f"graph not running before the fault: {exc}")
+        # after a process fault of the previous kind: how long the restarted node took to rejoin
+        res.details["waited_for_graph_s"] = round(time.monotonic() - t_wait, 1)
         t_rec = time.monotonic()
         ep_dir, why_not = self.start_episode(fault.name) if fault.recorded else (None, "")
         t0, c0 = time.monotonic(), self.watch.clock
@@ -536,6 +544,15 @@ class Harness:
         if res.data_intact is False:
             err = (res.details.get("episode") or res.details.get("recorder") or {}).get("error")
             res.why_failed.append("data on disk not intact" + (f": {err}" if err else ""))
+        estops = [m for w, _, st, _, m in list(self.watch.status_log) if t0 <= w <= t_end and st == 4]
+        if estops and not fault.estop_expected:
+            # the robot stopped for good: a fault the graph should have absorbed, and a latched executor
+            # would also fail the next kind (it waits for the policy running) for this kind's reason
+            res.why_failed.append(f"the executor latched an e-stop: {estops[0]}")
+        if estops:
+            res.details["estop"] = estops[0]
+            answer = self.watch.call(self.watch.reset_estop, self.watch.Trigger.Request(), 10)
+            res.details["estop_reset"] = getattr(answer, "message", "no answer")
         res.why_failed += res.details.pop("problems", [])
         res.passed = not res.why_failed
         # leave the graph (and the recorder) running for the next kind
@@ -568,9 +585,11 @@ class Harness:
             out["kill_to_hold_wall_ms"] = round((hold[0] - t_wall) * 1000, 1)
             out["kill_to_hold_sim_ms"] = round(max(0.0, hold[1] - t_sim) * 1000, 1)
         pol.start()
+        t_start = time.monotonic()
         try:
             self.wait_running(240.0)
             out["policy_restarted"] = True
+            out["rejoin_s"] = round(time.monotonic() - t_start, 1)  # restart -> its chunks executed again
         except RuntimeError as exc:
             problems.append(f"after the restart: {exc}")
         out["problems"] = problems
@@ -826,6 +845,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)} (and shorter load phases)")
     ap.add_argument("--kinds", default="", help="comma-separated kinds to run (default: all, or the quick set)")
+    ap.add_argument("--repeat", type=int, default=1, help="run the chosen kinds this many times (e.g. policy_kill: does "
+                    "the restarted policy rejoin every time)")
     ap.add_argument("--json", default="", help="also write the result to this file")
     ap.add_argument("--logs", default="", help="write every node's full output into this directory")
     ns = ap.parse_args(argv)
@@ -834,11 +855,13 @@ def main(argv=None) -> int:
     unknown = set(wanted) - {f.name for f in faults}
     if unknown:
         ap.error(f"unknown kinds {sorted(unknown)}; known: {[f.name for f in faults]}")
-    faults = [f for f in faults if f.name in wanted]
+    per_round = len([f for f in faults if f.name in wanted])
+    faults = [f for f in faults if f.name in wanted] * max(1, ns.repeat)
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="motus_faults_") as tmp:
         h = Harness(Path(tmp), ns.quick)
         results: list[Result] = []
+        running_at_end = None
         try:
             print("[faults] starting the policy graph (sim, replay policy, executor) ...", flush=True)
             h.wait_running(300)
@@ -848,8 +871,16 @@ def main(argv=None) -> int:
                 results.append(r)
                 print(f"[faults] {f.name:32s} {'PASS' if r.passed else 'FAIL'}  v/limit {r.max_velocity_ratio:.2f}  "
                       f"executor {r.executor_state:8s} {'; '.join(r.why_failed)}", flush=True)
+            # the last kind's restarted nodes must rejoin too (each other kind is checked by the next one's start)
+            try:
+                t_end = time.monotonic()
+                h.wait_running(180)
+                running_at_end = round(time.monotonic() - t_end, 1)
+            except RuntimeError as exc:
+                running_at_end = str(exc)
         finally:
             h.close()
+            clean_zombie_shm()  # the killed policies' and recorders' shared-memory files
             if ns.logs:
                 Path(ns.logs).mkdir(parents=True, exist_ok=True)
                 for name, n in h.nodes.items():
@@ -862,9 +893,11 @@ def main(argv=None) -> int:
         "kill_to_hold_ms_p99_loaded": round(float(np.percentile(h.kill_to_hold_sim_ms, 99)), 1) if h.kill_to_hold_sim_ms else None,
         "kill_to_hold_wall_ms_p99_loaded": round(float(np.percentile(h.kill_to_hold_wall_ms, 99)), 1) if h.kill_to_hold_wall_ms else None,
         "max_measured_velocity_ratio": round(max((r.max_velocity_ratio for r in results), default=0.0), 3),
+        "graph_running_again_at_end_s": running_at_end,  # seconds, or why it never ran again
         "load_average_1min": round(os.getloadavg()[0], 1),
         "wall_s": round(time.monotonic() - t_start, 1),
-        "kinds": {r.name: {k: v for k, v in r.__dict__.items() if k != "name"} for r in results},
+        "kinds": {r.name + (f"#{i // per_round + 1}" if ns.repeat > 1 else ""): {k: v for k, v in r.__dict__.items() if k != "name"}
+                  for i, r in enumerate(results)},
     }
     text = json.dumps(summary, default=str)
     if ns.json:

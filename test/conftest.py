@@ -103,6 +103,18 @@ def _is_ros_module(path: Path) -> bool:
     return _ros_modules[key]
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Tests kill nodes on purpose (SIGKILL): remove the shared-memory files those processes left in
+    /dev/shm (motus_ros.shm_cleanup), or repeated runs fill it."""
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controller cleans once
+    try:
+        from motus_ros.shm_cleanup import clean_zombie_shm
+    except ImportError:  # no ROS in this environment
+        return
+    clean_zombie_shm()
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark every test unit, ros or slow (registered in setup.cfg)."""
     seen: dict[str, set[str]] = {}

@@ -30,3 +30,5 @@ def test_quick_fault_kinds_pass():
     assert {k: v["data_intact"] for k, v in kinds.items()} == dict.fromkeys(kinds, True)
     assert all(v["nodes_alive"].get("episode_recorder") for v in kinds.values())
     assert kinds["policy_kill"]["details"]["policy_restarted"]
+    # policy_kill is the last kind: its restarted policy joined the graph again and the executor runs its chunks
+    assert isinstance(result["graph_running_again_at_end_s"], float), result["graph_running_again_at_end_s"]
