@@ -10,8 +10,9 @@ beside a live graph is safe. This module finds that tool and runs it with this i
 needs ``psutil``, which the suite installs; the ``fastdds`` wrapper script would use whatever
 ``python3`` is first on PATH).
 
-``motus-launch`` runs it before it starts a graph, the test suite and the fault harness after their
-runs; under ``ros2 launch`` run ``fastdds shm clean`` yourself after a node was killed.
+``motus-launch`` and ``launch/motus.launch.py`` run it before they start a graph, the test suite and
+the fault harness after their runs. After a node was killed in a running graph, ``fastdds shm clean``
+by hand does the same.
 """
 from __future__ import annotations
 
