@@ -553,7 +553,7 @@ class ExecutorNode(Node):
             if self.chunk_actions else []
         np.savez(path, t=self._hist_t[order], position=self._hist_p[order], velocity=self._hist_v[order],
                  acceleration=self._hist_a[order], state=self._hist_s[order], plan_end=self._hist_e[order], switches=switches,
-                 measured=self._hist_m[order], chunk_actions=np.array(same[::-1]).reshape(len(same), -1, self.profile.dof),
+                 measured=self._hist_m[order], chunk_actions=np.array(same[::-1]) if same else np.zeros((0, 0, self.profile.dof)),
                  chunks=np.array(self.chunk_log).reshape(-1, 5), clock_jumps=jumps, lower=self.limits.lower, upper=self.limits.upper,
                  velocity_limit=self.limits.velocity, acceleration_limit=self.limits.acceleration,
                  status=json.dumps(st, default=str))
