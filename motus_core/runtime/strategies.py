@@ -38,6 +38,7 @@ CHUNK_STALE = "chunk is stale"
 CHUNK_OVER = "chunk ends before it can be executed"
 LATE_CHUNK_CAUSES = (CHUNK_STALE, CHUNK_OVER)
 
+
 @dataclass
 class ChunkPlan:
     """A chunk's actions on absolute times (after validation and clamping)."""
