@@ -98,9 +98,13 @@ class Monitor:
         n.create_subscription(ExecutorStatus, "/executor/status", self._on_exec_status, 10)
         n.create_subscription(PolicyStatus, "/policy/status", lambda m: setattr(self, "policy_status", m), 10)
         n.create_subscription(JointState, profile.state_sources[0].topic, self._on_joints, be)
+        # "hold still" trajectories (stamp 0, see runtime_msgs.trajectory_msg) per command topic: the
+        # executor's own ticks at rest, which a starved executor process sends late whatever the sim clock says
+        self.still_commands: dict[str, int] = {}
         for target in profile.commands:
             if target.interface == "joint_trajectory":
-                n.create_subscription(JointTrajectory, target.topic, lambda m: self.trajectories.append(m), 10)
+                self.still_commands[target.topic] = 0
+                n.create_subscription(JointTrajectory, target.topic, lambda m, topic=target.topic: self._on_trajectory(topic, m), 10)
         self.chunk_pub = n.create_publisher(ActionChunk, "/policy/action_chunk", QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
         self._Image = Image
         self._be = be
@@ -125,6 +129,18 @@ class Monitor:
         self._thread.join(timeout=5)
         self.executor.shutdown()
         self.node.destroy_node()
+
+    def _on_trajectory(self, topic: str, m) -> None:
+        self.trajectories.append(m)
+        if m.header.stamp.sec == 0 and m.header.stamp.nanosec == 0:
+            self.still_commands[topic] += 1
+
+    def wait_held(self, messages: int = 20, timeout: float = 60.0, procs=()) -> None:
+        """Wait until the executor has sent ``messages`` more hold-still trajectories on every command topic
+        (20 at the 50 Hz trajectory rate: 0.4 s of its own ticks at rest, whatever the sim clock did meanwhile)."""
+        start = dict(self.still_commands)
+        self.wait(lambda: all(self.still_commands[t] >= start[t] + messages for t in start), timeout,
+                  f"{messages} hold-still commands from the executor", procs=procs)
 
     def _on_clock(self, msg) -> None:
         self.clock = msg.clock.sec + msg.clock.nanosec * 1e-9

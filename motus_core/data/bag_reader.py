@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -181,17 +182,36 @@ def _read_unfinished_mcap(f: Path, topics) -> Iterator[RawMessage]:
             return  # truncated tail: everything before it has been read
 
 
-def _read_unfinished_sqlite(f: Path, topics) -> Iterator[RawMessage]:
-    con = _open_sqlite(f)
+def _read_unfinished_sqlite(f: Path, topics, lock_wait: float = 30.0) -> Iterator[RawMessage]:
+    # A bag still being written is locked while its writer commits a flush; on a loaded machine that
+    # outlasted sqlite's 5-s busy wait once (test_sigkill_mid_episode_bag_readable_and_incomplete), so
+    # opening is retried for a while. Once rows come, the reader's shared lock holds the writer off.
+    deadline = time.monotonic() + lock_wait
+    while True:
+        con = _open_sqlite(f)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not {"topics", "messages"} <= tables:
+                con.close()
+                return  # killed before its schema was committed: an empty bag
+            names = {tid: (name, typ) for tid, name, typ in con.execute("SELECT id, name, type FROM topics")}
+            rows = con.execute("SELECT topic_id, timestamp, data FROM messages ORDER BY timestamp, id")
+            first = rows.fetchone()
+            break
+        except sqlite3.Error as exc:
+            con.close()
+            if "locked" in str(exc) and time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            raise BagError(f"{f}: unreadable sqlite3 bag ({exc})") from None
     try:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not {"topics", "messages"} <= tables:
-            return  # killed before its schema was committed: an empty bag
-        names = {tid: (name, typ) for tid, name, typ in con.execute("SELECT id, name, type FROM topics")}
-        for tid, ts, data in con.execute("SELECT topic_id, timestamp, data FROM messages ORDER BY timestamp, id"):
+        row = first
+        while row is not None:
+            tid, ts, data = row
             topic, msgtype = names.get(tid, ("", ""))
             if topic and (topics is None or topic in topics):
                 yield RawMessage(topic, msgtype, ts, data)
+            row = rows.fetchone()
     except sqlite3.Error as exc:
         raise BagError(f"{f}: unreadable sqlite3 bag ({exc})") from None
     finally:

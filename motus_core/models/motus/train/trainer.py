@@ -524,6 +524,12 @@ class Trainer:
             self._log_handler.close()
             self._log_handler = None
         if getattr(self, "dist", None) is not None and self.dist.world > 1 and dist.is_initialized():
+            # every rank leaves together: a rank that tore gloo down while rank 0 was still writing the
+            # summary made rank 0 abort at exit once ("terminate called without an active exception")
+            try:
+                dist.barrier()
+            except (RuntimeError, ValueError) as exc:  # a peer already gone: leave anyway
+                log.warning("leaving the process group without the other ranks: %s", exc)
             dist.destroy_process_group()
 
     def write_summary(self, step: int, code: int) -> None:
