@@ -333,6 +333,7 @@ def test_estop_service_is_latched_until_reset(env):
         n = mon.exec_status.chunks_received
         t0 = mon.clock
         mon.wait(lambda: mon.clock > t0 + 1.0, 30, "one second of sim time")
+        mon.wait_held(messages=30, procs=[ex])  # 0.6 s of the executor's own ticks at rest (it may be starved)
         assert mon.executor_state() == ExecState.ESTOP and mon.exec_status.chunks_received == n  # latched: chunks ignored
         t_reset = mon.clock
         assert call("reset_estop").success
