@@ -14,7 +14,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from motus_ros.graph import ARGUMENTS, describe_graph, describe_launch_only, resolve_arguments
-from motus_ros.shm_cleanup import clean_zombie_shm
+from motus_ros.shm_cleanup import clean_and_describe
 
 # s between the SIGINT launch sends on shutdown and its SIGTERM (launch's default is 5 s): a node that
 # summarises, closes its files and releases a model can take longer on a loaded machine, and SIGTERM
@@ -33,10 +33,9 @@ def _graph(context, *_, **__):
     share = get_package_share_directory("motus_ros")
     config_dir = os.path.join(share, "config")
     values = resolve_arguments({a.name: LaunchConfiguration(a.name).perform(context) for a in ARGUMENTS})
-    cleaned = clean_zombie_shm()  # as motus-launch: what killed processes left in /dev/shm (motus_ros/shm_cleanup.py)
-    if cleaned and any(cleaned):
-        print(f"[motus.launch.py] removed {cleaned[0]} shared-memory segments and {cleaned[1]} ports that killed ROS "
-              "processes had left in /dev/shm (fastdds shm clean)")
+    cleaned = clean_and_describe()  # as motus-launch: what killed processes left in /dev/shm (motus_ros/shm_cleanup.py)
+    if cleaned:
+        print(f"[motus.launch.py] {cleaned}")
     actions = []
     for spec in describe_graph(values):
         node = Node(

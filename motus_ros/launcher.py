@@ -29,7 +29,7 @@ from motus_core.robot_profile import config_dir
 from motus_ros import configure_ros_environment
 from motus_ros.executables import EXECUTABLES
 from motus_ros.graph import ARGUMENTS, NodeSpec, describe_graph, describe_launch_only
-from motus_ros.shm_cleanup import clean_zombie_shm
+from motus_ros.shm_cleanup import clean_and_describe
 
 
 def _param_files(spec: NodeSpec, workdir: Path) -> list[str]:
@@ -88,10 +88,9 @@ class _Child:
 def run_graph(nodes: list[NodeSpec], timeout: float = 0.0, shutdown_grace: float = 10.0) -> int:
     """Start ``nodes``; return when a required node exits (its code), on Ctrl-C, or after ``timeout`` s."""
     env = configure_ros_environment(dict(os.environ))
-    cleaned = clean_zombie_shm()
-    if cleaned and any(cleaned):
-        print(f"[motus-launch] removed {cleaned[0]} shared-memory segments and {cleaned[1]} ports that killed ROS processes "
-              "had left in /dev/shm (fastdds shm clean)", flush=True)
+    cleaned = clean_and_describe()
+    if cleaned:
+        print(f"[motus-launch] {cleaned}", flush=True)
     src_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = src_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with tempfile.TemporaryDirectory(prefix="motus_launch_") as tmp:

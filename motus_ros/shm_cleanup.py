@@ -58,3 +58,12 @@ def clean_zombie_shm(timeout: float = 30.0) -> tuple[int, int] | None:
     if out.returncode != 0 or segments is None or ports is None:
         return None
     return int(segments.group(1)), int(ports.group(1))
+
+
+def clean_and_describe() -> str:
+    """``clean_zombie_shm`` for a launcher: what it removed, in words ("" when nothing)."""
+    cleaned = clean_zombie_shm()
+    if not cleaned or not any(cleaned):
+        return ""
+    return (f"removed {cleaned[0]} shared-memory segments and {cleaned[1]} ports that killed ROS processes had left "
+            "in /dev/shm (fastdds shm clean)")

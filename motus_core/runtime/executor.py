@@ -253,6 +253,8 @@ class ChunkExecutor:
         self.resyncs = 0  # a fade-in / resume restarted the command at the measured pose
         self.move: PoseMove | None = None  # ~/move_to_pose in progress
         self._tick_gaps: deque[float] = deque(maxlen=200)  # recent tick lengths: the watchdog's margin for late ticks
+        self._usual_tick = 0.005  # their median, refreshed every 20 ticks (not a median on every tick of the loop)
+        self._gaps_since_median = 0
         self.configure_monitors(())
 
         if chunk_length is not None:
@@ -710,7 +712,7 @@ class ChunkExecutor:
         last = self.last
         if last is None or not (0.0 <= now - last.stamp <= 0.1):
             return self.traj.evaluate(now)
-        tick = min(max(float(np.median(self._tick_gaps)) if self._tick_gaps else 0.005, 0.001), 0.02)  # the usual tick
+        tick = self._usual_tick
         return carry_command(last.position, last.velocity, last.acceleration, now - last.stamp, 1.5 * tick, tick)
 
     # ------------------------------------------------------------------ the command tick
@@ -729,6 +731,10 @@ class ChunkExecutor:
         executing = self.plan is not None and self.stop is None and self.state in (ExecState.FADE_IN, ExecState.RUNNING)
         if self.last is not None and now > self.last.stamp:
             self._tick_gaps.append(now - self.last.stamp)
+            self._gaps_since_median += 1
+            if self._gaps_since_median >= 20 or len(self._tick_gaps) < 20:
+                self._usual_tick = min(max(float(np.median(self._tick_gaps)), 0.001), 0.02)
+                self._gaps_since_median = 0
         if self.last is not None and executing:
             self._exec_time += max(0.0, now - max(self.last.stamp, self._exec_since))
         self._exec_hist_t.append(now)
