@@ -2,6 +2,7 @@
 bad data, config validation, the record-vs-serve input identity, NaN stop, Ctrl-C."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -425,8 +426,22 @@ def torchrun(dataset: Path, out: Path, *extra: str) -> None:
             "--master_port", str(port), "-m", "motus_core.cli.motus_train", *TINY, f"data.path={dataset}",
             f"output_dir={out}", *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    rc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1200, env=env)
-    assert rc.returncode == 0, rc.stderr[-3000:]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=400)  # ~15 s idle; the CI once saw a 3-step run hang for 20 min
+    except subprocess.TimeoutExpired:
+        # the ranks print their Python stacks on SIGUSR1 (motus_core.models.training.setup_distributed)
+        import psutil
+
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.send_signal(signal.SIGUSR1)
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        pytest.fail(f"torchrun did not finish in 400 s; the ranks' stacks:\n{err[-12000:]}")
+    assert proc.returncode == 0, err[-3000:]
 
 
 @pytest.mark.parametrize("engine", ["ddp", "fsdp"])  # FSDP2 (fully_shard) runs on the CPU with gloo too

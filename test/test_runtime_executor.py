@@ -349,6 +349,32 @@ def test_command_guard_limits_every_tick(limits):
     np.testing.assert_allclose(p, goal, atol=1e-9)  # and it gets there
 
 
+@pytest.mark.parametrize("ticks", [(0.004, 0.006, 0.016, 0.024, 0.03), (0.002, 0.1), (0.001, 0.005, 0.05)])
+def test_the_guard_stops_at_a_position_limit_under_uneven_ticks(ticks):
+    """A plan running into a position limit (a gripper closing onto its stop) while the command loop
+    ticks unevenly (a starved process: the e-stop test's record alternated 4-ms and 30-ms ticks). The
+    stream stops at the limit within the acceleration limit. Before, the guard's braking curve assumed
+    every later tick as long as the present one: up to 24x the acceleration limit (1.55x in that
+    record, the right gripper after the e-stop's reset)."""
+    lim = JointLimits(names=["gripper"], sources={}, lower=np.array([0.0]), upper=np.array([1.0]), velocity=np.array([4.0]),
+                      acceleration=np.array([30.0]), max_step=np.array([1.0]), step_period=1 / 30)
+    worst = 0.0
+    for seed in range(150):
+        rng = np.random.default_rng(seed)
+        guard = CommandGuard(lim, slack=1.02)
+        guard.reset(0.0, np.array([0.5]))
+        speed = -rng.uniform(0.3, 3.0)
+        t, T, P = 0.0, [0.0], [0.5]
+        for _ in range(200):
+            t += rng.choice(ticks) if rng.random() < 0.5 else 0.005
+            p, _, _, _ = guard.apply(t, np.array([0.5 + speed * t]), np.array([speed]), np.zeros(1))
+            T.append(t); P.append(p[0])
+        v = metrics.limit_violations(np.array(T), np.array(P)[:, None], lim.lower, lim.upper, lim.velocity, lim.acceleration)
+        assert v["position_excess"] == 0.0 and min(P) == 0.0  # it does reach the limit
+        worst = max(worst, v["acceleration_ratio"])
+    assert worst <= 1.021, worst
+
+
 def test_command_guard_repeats_the_last_command_while_the_clock_stands_still(limits):
     """Sim time advances in physics steps, so several command ticks can share a stamp: each must
     send exactly what the first one did (a pose reached at rest reads v = 0, not the last tick's
@@ -635,3 +661,52 @@ def test_a_stalled_loop_does_not_invent_velocity(limits, profile):
     bound = v * (stall + 0.1) + v ** 2 / (2 * limits.acceleration * ex.cfg.limit_budget) + 1e-3
     assert np.all(travel[arms] <= bound[arms]), {"travel": travel[arms].round(4).tolist(), "bound": bound[arms].round(4).tolist()}
     assert np.all(v_after[arms] <= v[arms] + 1e-6), (v_after[arms].round(3).tolist(), v[arms].round(3).tolist())
+
+
+def _gap_clock(at: float, gap: float, dt: float = 1.0 / 200.0):
+    """Robot time of tick i that skips ``gap`` s at ``at`` (forward: a starved command loop or sim time
+    in a burst; negative: a restarted simulator)."""
+    return lambda i: i * dt + (gap if i * dt > at else 0.0)
+
+
+@pytest.mark.parametrize("gap", [0.8, -2.0])
+def test_a_stalled_loop_keeps_a_latched_estop_frozen(limits, motion, gap):
+    """An e-stop latched at rest, then 0.8 s pass between two ticks: the command stays exactly where
+    it was frozen. Before, every gap longer than ``clock_jump`` was a clock jump, which holds at the
+    measured pose: under load the latched command moved by the tracking error (test_closed_loop_faults'
+    e-stop test). A clock that goes back (a restarted simulator) still resets the executor."""
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    run = run_closed_loop(ReplayPolicy(motion, align="time"), ex, duration=4.0, initial_state=motion[0],
+                          inference_delay=DELAY, clock=_gap_clock(2.5, gap), events={1.5: lambda e, now: e.estop(now, "test")},
+                          measure=lambda q: q + 0.002)  # the robot lags its command a little
+    assert (ex.stalls, ex.clock_jumps) == ((1, 0) if gap > 0 else (0, 1))
+    after = np.arange(len(run.times)) >= int(np.argmax(run.times >= 2.4))
+    assert np.all(run.states[after] == ExecState.ESTOP)
+    assert np.all(run.velocities[after] == 0.0)
+    frozen = run.positions[after] == run.positions[after][0]
+    # a stall keeps the frozen command; a jump back re-holds at the measured pose (here 0.002 rad away)
+    assert np.all(frozen) if gap > 0 else not np.all(frozen)
+
+
+def test_a_stalled_loop_holds_where_the_last_trajectory_sent_ends(limits, motion):
+    """A 0.8-s stall while the policy runs: the controller finished the last streamed trajectory (which
+    ends at rest), so the executor holds exactly there, counts a stall (not a clock jump), and the
+    policy fades in again; the command stream stays within the limits."""
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
+    sent = {}
+
+    def send(executor, now):
+        sent["times"], sent["P"], _, _ = executor.preview(now, 0.25, 0.02)
+
+    run = run_closed_loop(ReplayPolicy(motion, align="time"), ex, duration=5.0, initial_state=motion[0],
+                          inference_delay=DELAY, clock=_gap_clock(2.5, 0.8), events={2.5 - 0.004: send})
+    assert (ex.stalls, ex.clock_jumps) == (1, 0)
+    j = int(np.argmax(run.times > 2.5 + 0.8))  # the first command after the stall
+    assert sent["times"][-1] < run.times[j]  # the stall outlasted the trajectory sent
+    assert run.states[j] == ExecState.HOLDING
+    np.testing.assert_allclose(run.positions[j], sent["P"][-1], atol=1e-9)
+    assert np.all(run.velocities[j] == 0.0)
+    assert ExecState.FADE_IN in set(run.states[j:].tolist())
+    after = slice(j, None)
+    v = metrics.limit_violations(run.times[after], run.positions[after], limits.lower, limits.upper, limits.velocity, limits.acceleration)
+    assert v["velocity_ratio"] <= 1.021 and v["acceleration_ratio"] <= 1.021

@@ -132,7 +132,7 @@ class ExecutorConfig(SafetyMonitorConfig):
     plan_lookback: int = field(default=6, metadata={"help": "actions of executed history included in the published plan (prefix for an older observation)", "min": 0})
     guard_slack: float = field(default=1.02, metadata={"help": "per-tick guard tolerance over the limits (numerical noise)", "min": 1.0})
     clock_tolerance: float = field(default=0.1, metadata={"help": "s a chunk may be stamped ahead of the executor's clock (clocks of two processes, /clock delivery) before it is rejected", "min": 0.0})
-    clock_jump: float = field(default=0.5, metadata={"help": "s, the robot clock moving back (or forward) this much between ticks resets the executor: hold at the next measured pose", "min": 0.0})
+    clock_jump: float = field(default=0.5, metadata={"help": "s, the robot clock moving back this much between ticks resets the executor (hold at the next measured pose); a forward gap this long is a stalled loop (hold where the last command sent ends)", "min": 0.0})
     use_urdf: bool = field(default=True, metadata={"help": "tighten the profile's limits with the URDF's"})
 
     def validate(self) -> None:
@@ -239,6 +239,8 @@ class ChunkExecutor:
         self.watchdog_stops = 0
         self.clock_jumps = 0
         self.clock_jump_times: deque[tuple[float, float]] = deque(maxlen=100)  # (last tick before, first after)
+        self.stalls = 0  # forward gaps longer than clock_jump between ticks (_stalled)
+        self._sent: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # the last preview: (times, P, V)
         self._fresh_after = -math.inf
         self.clamped_values = 0
         self.boundaries: list[float] = []
@@ -642,7 +644,7 @@ class ChunkExecutor:
         return True
 
     def _clock_jumped(self, now: float) -> None:
-        """The robot clock jumped (sim restart, bag loop, a stalled process): forget every plan and
+        """The robot clock went back (sim restart, bag loop): forget every plan and
         time-based record, publish nothing until a joint state from after the jump, then hold there."""
         before = self.last.stamp if self.last is not None else now
         log.warning("robot clock jumped from %.3f s to %.3f s: holding at the next measured pose", before, now)
@@ -666,6 +668,54 @@ class ChunkExecutor:
         if self.state != ExecState.ESTOP:
             self.state = ExecState.HOLDING
         self.message = f"clock jumped from {before:.3f} s to {now:.3f} s: holding, waiting for a fresh joint state"
+
+    def _stalled(self, now: float) -> None:
+        """More than ``clock_jump`` of robot time passed since the last tick: the command loop was
+        starved, or the simulator's clock ran ahead of it (sim time delivered in a burst). The robot
+        went on meanwhile with what it was last sent: the streamed trajectory (which ends at rest) or,
+        for position streaming, the last position. The executor holds exactly there; the policy takes
+        over again with a fade-in; a latched e-stop keeps its frozen command.
+
+        Handling this as a clock jump (hold at the measured pose) moved a latched e-stop's command by
+        the tracking error under load (test_a_stalled_loop_keeps_a_latched_estop_frozen). A robot that
+        really is elsewhere (a simulator reset without a clock reset) is caught by the resync and
+        tracking monitors, as without a stall.
+        """
+        gap = now - self.last.stamp
+        p, v = self._told_at(now)
+        self.stalls += 1
+        log.warning("command loop stalled for %.3f s of robot time: holding where the last command sent ends", gap)
+        moving = self.state not in (ExecState.ESTOP, ExecState.IDLE, ExecState.HOLDING) or self.move is not None
+        self.plan = None
+        self.move = None
+        self._recovery = None
+        self._outstanding = None
+        self.strategy.reset()
+        self.delays.reset()
+        self._exec_since = now
+        if np.any(v != 0.0):
+            self.stop = StopTrajectory(now, p, v, np.zeros_like(p), self._a_plan)
+            self.traj = self.stop
+        else:
+            self.stop = None
+            self.traj = HoldTrajectory(p)
+        self.guard.reset(now, p, v)
+        if self.state != ExecState.ESTOP and (moving or self.state == ExecState.HOLDING):
+            self.state = ExecState.HOLDING
+            self.message = f"holding: the command loop stalled for {gap:.2f} s (the policy fades in with its next chunk)"
+
+    def _told_at(self, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """(position, velocity) the robot was last told to have at ``now``: the last streamed trajectory
+        (which ends at rest) if one was sent since the last command, else the last position, at rest."""
+        last = self.last
+        if self._sent is not None and self._sent[0][0] >= last.stamp - 0.05 and now < self._sent[0][-1]:
+            t, P, V = self._sent
+            i = min(max(int(np.searchsorted(t, now, side="right")) - 1, 0), len(t) - 2)
+            w = (now - t[i]) / max(t[i + 1] - t[i], 1e-9)
+            return (1 - w) * P[i] + w * P[i + 1], (1 - w) * V[i] + w * V[i + 1]
+        if self._sent is not None and self._sent[0][0] >= last.stamp - 0.05:
+            return self._sent[1][-1].copy(), np.zeros(self.dof)
+        return last.position.copy(), np.zeros(self.dof)
 
     # ------------------------------------------------------------------ stopping
     def _begin_stop(self, now: float, state: ExecState, message: str) -> None:
@@ -717,7 +767,9 @@ class ChunkExecutor:
 
     # ------------------------------------------------------------------ the command tick
     def tick(self, now: float) -> Command | None:
-        if self.last is not None and abs(now - self.last.stamp) > self.cfg.clock_jump:
+        if self.last is not None and now - self.last.stamp > self.cfg.clock_jump:
+            self._stalled(now)
+        elif self.last is not None and now < self.last.stamp - self.cfg.clock_jump:
             self._clock_jumped(now)
         if self.traj is None:
             if self.measured is None or self.measured_stamp is None:
@@ -928,7 +980,9 @@ class ChunkExecutor:
                 pts.append(stop.evaluate(t))
         P, V, A = (np.stack(x) for x in zip(*pts))
         P = np.clip(P, self.limits.lower, self.limits.upper)
-        return np.asarray(times), P, V, A
+        times = np.asarray(times)
+        self._sent = (times, P, V)
+        return times, P, V, A
 
     def status(self) -> dict:
         c = self.contract
@@ -948,6 +1002,7 @@ class ChunkExecutor:
             "clamped_values": self.clamped_values,
             "watchdog_stops": self.watchdog_stops,
             "clock_jumps": self.clock_jumps,
+            "stalls": self.stalls,
             "states_ignored": self.states_ignored,
             "committed_actions": committed,
             "active_chunk_id": self.active_chunk[0],

@@ -36,12 +36,14 @@ def run_closed_loop(policy: Policy, executor: ChunkExecutor, *, duration: float,
                     inference_delay: float | Callable[[int], float] = 0.0, command_rate: float = 200.0,
                     instruction: str = "", images: dict | None = None,
                     events: dict[float, Callable[[ChunkExecutor, float], None]] | None = None,
-                    clock: Callable[[int], float] | None = None) -> OfflineRun:
+                    clock: Callable[[int], float] | None = None,
+                    measure: Callable[[np.ndarray], np.ndarray] | None = None) -> OfflineRun:
     """Run ``duration`` seconds; ``events`` maps times to callbacks (e-stop, policy loss, ...).
 
     ``clock(i)`` gives the robot time of tick ``i`` (default ``i / command_rate``): a coarse or
     irregular clock (sim time published at 250 Hz, a simulator slower than real time) is reproduced
-    by returning repeated or uneven values.
+    by returning repeated or uneven values. ``measure(command)`` is the joint state the robot reports
+    for a command (default: exactly the command; a tracking error is e.g. ``lambda q: q + 0.002``).
     """
     if executor.contract is None:  # the policy declares its chunks when loaded (the node: via PolicyStatus)
         error = executor.set_contract(policy.chunk_length, policy.step_period)
@@ -73,7 +75,7 @@ def run_closed_loop(policy: Policy, executor: ChunkExecutor, *, duration: float,
         cmd = executor.tick(now)
         if cmd is None:
             continue
-        measured = cmd.position.copy()
+        measured = cmd.position.copy() if measure is None else np.asarray(measure(cmd.position), np.float64)
         T.append(now); P.append(cmd.position); V.append(cmd.velocity); A.append(cmd.acceleration); S.append(int(cmd.state))
         if pending is None and executor.wants_request(now):
             req = executor.make_request(now)

@@ -200,6 +200,15 @@ class CommandGuard:
         d = np.maximum(distance - adt * dt / 8.0, 0.0)
         return adt * (np.sqrt(0.25 + 2.0 * d / (adt * dt)) - 0.5)
 
+    def _wall_speed(self, distance: np.ndarray, h: float) -> np.ndarray:
+        """Fastest speed towards a position limit ``distance`` away such that, after a tick of ``h`` s
+        at that speed, braking at ``a_max`` still stops at the limit: v h + v^2 / (2 a) = distance.
+
+        The discrete curve of ``_braking_speed`` assumes every later tick is as long as this one; with
+        uneven ticks it let the command reach a limit at a speed only an acceleration of up to 24x the
+        limit could stop (test_the_guard_stops_at_a_position_limit_under_uneven_ticks)."""
+        return self.a_max * (np.sqrt(h * h + 2.0 * distance / self.a_max) - h)
+
     def apply(self, t: float, p: np.ndarray, v: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
         lim = self.limits
         if self.p is None or self.t is None:
@@ -220,8 +229,13 @@ class CommandGuard:
         # stop at the limit (landing on it is fine when the next tick can stop there)
         d_up = np.maximum(lim.upper - self.p, 0.0)
         d_lo = np.maximum(self.p - lim.lower, 0.0)
-        v_up = np.maximum(self._braking_speed(d_up, dt), np.where(d_up / dt <= dv_max, d_up / dt, 0.0))
-        v_lo = -np.maximum(self._braking_speed(d_lo, dt), np.where(d_lo / dt <= dv_max, d_lo / dt, 0.0))
+        # The next tick may be much shorter or longer than this one (a starved loop alternated 4-ms and
+        # 30-ms ticks): leave room to brake continuously after a tick as long as this or the last one,
+        # and land on a limit only at a speed that a next tick of any length can take to zero.
+        h = max(dt, self.dt) if self.dt is not None else dt
+        land = 0.5 * self.a_max * dt
+        v_up = np.maximum(self._wall_speed(d_up, h), np.where(d_up / dt <= land, d_up / dt, 0.0))
+        v_lo = -np.maximum(self._wall_speed(d_lo, h), np.where(d_lo / dt <= land, d_lo / dt, 0.0))
         # velocity over this tick, as a position-only driver will see it
         v_tick = (p - self.p) / dt
         inside = np.all(p >= lim.lower) and np.all(p <= lim.upper) and np.all(v_tick <= v_up) and np.all(v_tick >= v_lo)

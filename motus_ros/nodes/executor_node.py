@@ -498,7 +498,7 @@ class ExecutorNode(Node):
                "chunks_rejected": st["chunks_rejected"], "chunks_smoothed": st["chunks_smoothed"], "limit_hits": st["limit_hits"], "limit_hits_by_kind": st["limit_hits_by_kind"],
                "watchdog_stops": st["watchdog_stops"], "policy_lost_stops": st["policy_lost_stops"],
                "policy_process_lost": self.liveness.lost, "tracking_trips": st["tracking_trips"], "resyncs": st["resyncs"],
-               "clock_jumps": st["clock_jumps"], "delay_actions": st["delay_stats"], "rejections": list(self.core.rejections)[-5:],
+               "clock_jumps": st["clock_jumps"], "stalls": st["stalls"], "delay_actions": st["delay_stats"], "rejections": list(self.core.rejections)[-5:],
                "contract": {k: st[k] for k in ("chunk_length", "execution_horizon", "max_delay", "step_period")}, "late_chunks": st["late_chunks"]}
         if n > 10:
             t, P, V, A = self._hist_t[order], self._hist_p[order], self._hist_v[order], self._hist_a[order]

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import random
 import shutil
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from motus_core.models.training import DistInfo, StepBatchSampler  # shared with the other trainer (same resume order)
+from motus_core.models.training import DistInfo, StepBatchSampler, setup_distributed  # shared with Motus' trainer (same resume order)
 from tqdm import tqdm
 
 log = logging.getLogger("motus_core.mola.train")
@@ -107,22 +106,6 @@ def load_yaml_config(path: str | Path, overrides: list[str] | None = None) -> di
 # ------------------------------------------------------------------------------------ distribution
 
 
-
-
-def setup_distributed(device: str = "auto") -> DistInfo:
-    """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; without them this is a single process."""
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if use_cuda:
-        torch.cuda.set_device(local)
-        dev = torch.device("cuda", local)
-    else:
-        dev = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(rank=rank, world=world, local_rank=local, device=dev)
 
 
 def seed_everything(seed: int) -> None:

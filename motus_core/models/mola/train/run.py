@@ -8,6 +8,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from motus_core.models.training import exit_now, leave_process_group
+
 from ..data import MolaDataset
 from .common import DistInfo, StageModule, Trainer, dataclass_to_dict, seed_everything, setup_distributed
 from .stages import StageSetup, build_dataset, build_stage, collate, export_stage, parse_stage_config
@@ -49,15 +51,12 @@ def prepare_stage(stage: int, raw: dict) -> PreparedStage:
 
 def run_stage(stage: int, raw: dict, on_step=None) -> Path:
     """Train one stage from a parsed config dict; returns the exported artefact's path."""
-    import torch.distributed as dist
-
     p = prepare_stage(stage, raw)
     p.trainer.run(on_step=on_step)
     result = Path(p.setup.train.out_dir)
     if p.dist.main:
         result = p.export()
         log.info("stage %d finished; exported %s", stage, result)
-    if p.dist.world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+    if p.dist.world > 1 and not leave_process_group():
+        exit_now(0)  # the stage is exported: only the backend's teardown hung
     return result

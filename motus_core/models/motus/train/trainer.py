@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from motus_core.models.training import DistInfo, StepBatchSampler  # shared with the other trainer (same resume order)
+from motus_core.models.training import DistInfo, StepBatchSampler, exit_now, leave_process_group, setup_distributed  # shared with MoLA's trainer
 from tqdm import tqdm
 
 from motus_core.data.motus_layout import DatasetError
@@ -58,21 +58,6 @@ class NonFiniteLoss(RuntimeError):
 # ------------------------------------------------------------------------------------ distribution
 
 
-
-
-def setup_dist(device: str) -> DistInfo:
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise TrainConfigError("train.device=cuda but CUDA is not available")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(rank, world, local, dev)
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -131,7 +116,9 @@ class Trainer:
                                    "(the adapters' gradients and optimizer state are small)")
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
-        self.dist = d = setup_dist(cfg.train.device)
+        if cfg.train.device == "cuda" and not torch.cuda.is_available():
+            raise TrainConfigError("train.device=cuda but CUDA is not available")
+        self.dist = d = setup_distributed(cfg.train.device)
         if d.main:
             self.out.mkdir(parents=True, exist_ok=True)
             self._log_handler = logging.FileHandler(self.out / "train.log")
@@ -517,20 +504,18 @@ class Trainer:
             log.info("%d ranks ended with identical weights (checksum %.17g)", self.dist.world, sums[0])
         return total
 
+    left_cleanly = True  # close() left the process group in time (else train() ends the process at once)
+
     def close(self) -> None:
         """Detach the run's log file; leave the process group (torchrun)."""
         if self._log_handler is not None:
             logging.getLogger("motus_train").removeHandler(self._log_handler)
             self._log_handler.close()
             self._log_handler = None
-        if getattr(self, "dist", None) is not None and self.dist.world > 1 and dist.is_initialized():
+        if getattr(self, "dist", None) is not None and self.dist.world > 1:
             # every rank leaves together: a rank that tore gloo down while rank 0 was still writing the
             # summary made rank 0 abort at exit once ("terminate called without an active exception")
-            try:
-                dist.barrier()
-            except (RuntimeError, ValueError) as exc:  # a peer already gone: leave anyway
-                log.warning("leaving the process group without the other ranks: %s", exc)
-            dist.destroy_process_group()
+            self.left_cleanly = leave_process_group()
 
     def write_summary(self, step: int, code: int) -> None:
         summary = {"step": step, "steps": self.cfg.train.steps, "exit_code": code,
@@ -548,14 +533,19 @@ def train(cfg: TrainConfig) -> int:
     """Run a training from a resolved config; returns the process exit code."""
     t = Trainer(cfg)
     old = t._signals()  # Ctrl-C during setup is honoured too (no traceback, nothing half-written)
+    code = 1  # an exception on the way out
     try:
         t.setup()
         if t._stop_signal is not None:
             log.info("%s received during setup: exiting before training", t._stop_signal)
-            return EXIT_INTERRUPTED
-        return t.run()
+            code = EXIT_INTERRUPTED
+        else:
+            code = t.run()
+        return code
     finally:
         for s, h in old.items():
             signal.signal(s, h)
         t.close()
+        if not t.left_cleanly:
+            exit_now(code)
 
