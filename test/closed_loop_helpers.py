@@ -135,12 +135,17 @@ class Monitor:
         if m.header.stamp.sec == 0 and m.header.stamp.nanosec == 0:
             self.still_commands[topic] += 1
 
-    def wait_held(self, messages: int = 20, timeout: float = 60.0, procs=()) -> None:
+    def wait_held(self, messages: int = 20, sim_seconds: float = 0.4, timeout: float = 60.0, procs=()) -> None:
         """Wait until the executor has sent ``messages`` more hold-still trajectories on every command topic
-        (20 at the 50 Hz trajectory rate: 0.4 s of its own ticks at rest, whatever the sim clock did meanwhile)."""
+        (20 at the 50 Hz trajectory rate: 0.4 s of its own ticks at rest, however starved it is) and the
+        sim clock has run ``sim_seconds`` since the first of them (a crawling simulator: 20 messages were
+        0.12 s of sim time once in CI, and a record's last 0.3 s still held the motion before the hold)."""
         start = dict(self.still_commands)
-        self.wait(lambda: all(self.still_commands[t] >= start[t] + messages for t in start), timeout,
-                  f"{messages} hold-still commands from the executor", procs=procs)
+        self.wait(lambda: all(self.still_commands[t] >= start[t] + 1 for t in start), timeout,
+                  "a hold-still command from the executor", procs=procs)
+        t0 = self.clock
+        self.wait(lambda: all(self.still_commands[t] >= start[t] + messages for t in start) and self.clock >= t0 + sim_seconds,
+                  timeout, f"{messages} hold-still commands from the executor and {sim_seconds} s of sim time", procs=procs)
 
     def _on_clock(self, msg) -> None:
         self.clock = msg.clock.sec + msg.clock.nanosec * 1e-9

@@ -3,9 +3,11 @@
 * every motus_msgs message type: subscribes ``/rt/in/<Type>`` and republishes what it got on ``/rt/out/<Type>``;
 * every service: ``/rt/srv/<Type>`` answers ``fill(Response)`` if the request equals ``fill(Request)``,
   else an empty response;
-* the RunTask action: ``/rt/action/RunTask`` checks the goal, sends one filled feedback, returns a filled result.
+* the RunTask action: ``/rt/action/RunTask`` checks the goal, sends a filled feedback (three times, once the client's feedback reader is seen), returns a filled
+  result.
 """
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -44,7 +46,14 @@ def main():
 
     def execute(goal_handle):
         ok = goal_handle.request == fill(actions.RunTask.Goal())
-        goal_handle.publish_feedback(fill(actions.RunTask.Feedback()))
+        # Feedback is volatile: one published before the client's feedback reader is matched is lost
+        # (seen once in CI under load, after the goal and result services had matched).
+        deadline = time.monotonic() + 10.0
+        while node.count_subscribers("/rt/action/RunTask/_action/feedback") == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for _ in range(3):  # the graph can list a reader a moment before its writer-reader match
+            goal_handle.publish_feedback(fill(actions.RunTask.Feedback()))
+            time.sleep(0.1)
         goal_handle.succeed()
         return fill(actions.RunTask.Result()) if ok else actions.RunTask.Result()
 
