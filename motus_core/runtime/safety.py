@@ -116,9 +116,9 @@ def urdf_joint_limits(path: str | Path) -> dict[str, tuple[float | None, float |
 class ChunkValidator:
     """Decides whether a chunk may be executed; returns the reason when not."""
 
-    def __init__(self, limits: JointLimits, range_tolerance: float = 0.05, step_tolerance: float = 1.5):
+    def __init__(self, limits: JointLimits, range_tolerance: float | np.ndarray = 0.05, step_tolerance: float = 1.5):
         self.limits = limits
-        self.range_tolerance = float(range_tolerance)
+        self.range_tolerance = np.broadcast_to(np.asarray(range_tolerance, dtype=np.float64), (limits.dof,)).copy()  # per joint
         self.step_tolerance = float(step_tolerance)
 
     def check(self, chunk: ActionChunk) -> str | None:
