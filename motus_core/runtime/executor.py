@@ -662,6 +662,7 @@ class ChunkExecutor:
         self.plan = None
         self.stop = None
         self.last = None
+        self._sent = None  # in the old time base
         self.strategy.reset()
         self.delays.reset()
         self._exec_hist_t.clear()
@@ -716,14 +717,15 @@ class ChunkExecutor:
         """(position, velocity) the robot was last told to have at ``now``: the last streamed trajectory
         (which ends at rest) if one was sent since the last command, else the last position, at rest."""
         last = self.last
-        if self._sent is not None and self._sent[0][0] >= last.stamp - 0.05 and now < self._sent[0][-1]:
-            t, P, V = self._sent
-            i = min(max(int(np.searchsorted(t, now, side="right")) - 1, 0), len(t) - 2)
-            w = (now - t[i]) / max(t[i + 1] - t[i], 1e-9)
-            return (1 - w) * P[i] + w * P[i + 1], (1 - w) * V[i] + w * V[i + 1]
-        if self._sent is not None and self._sent[0][0] >= last.stamp - 0.05:
-            return self._sent[1][-1].copy(), np.zeros(self.dof)
-        return last.position.copy(), np.zeros(self.dof)
+        sent = self._sent
+        if sent is None or not (last.stamp - 0.05 <= sent[0][0] <= now) or len(sent[0]) < 2:
+            return last.position.copy(), np.zeros(self.dof)
+        t, P, V = sent
+        if now >= t[-1]:
+            return P[-1].copy(), np.zeros(self.dof)
+        i = min(max(int(np.searchsorted(t, now, side="right")) - 1, 0), len(t) - 2)
+        w = (now - t[i]) / max(t[i + 1] - t[i], 1e-9)
+        return (1 - w) * P[i] + w * P[i + 1], (1 - w) * V[i] + w * V[i + 1]
 
     # ------------------------------------------------------------------ stopping
     def _begin_stop(self, now: float, state: ExecState, message: str) -> None:
