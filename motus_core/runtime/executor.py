@@ -701,7 +701,6 @@ class ChunkExecutor:
         self._outstanding = None
         self.strategy.reset()
         self.delays.reset()
-        self._exec_since = now
         if np.any(v != 0.0):
             self.stop = StopTrajectory(now, p, v, np.zeros_like(p), self._a_plan)
             self.traj = self.stop

@@ -3,8 +3,8 @@
 * every motus_msgs message type: subscribes ``/rt/in/<Type>`` and republishes what it got on ``/rt/out/<Type>``;
 * every service: ``/rt/srv/<Type>`` answers ``fill(Response)`` if the request equals ``fill(Request)``,
   else an empty response;
-* the RunTask action: ``/rt/action/RunTask`` checks the goal, sends a filled feedback (three times, once the client's feedback reader is seen), returns a filled
-  result.
+* the RunTask action: ``/rt/action/RunTask`` checks the goal, sends a filled feedback (three times, once
+  the client's feedback reader is seen), returns a filled result.
 """
 import sys
 import time
