@@ -215,11 +215,14 @@ def load_record(path: Path) -> dict:
 
 
 def segments(rec: dict) -> list[slice]:
-    """Index ranges of the command stream between executor resets (clock jumps: a stalled process or a
-    restarted simulator); the executor restarts from the measured pose there, by design."""
+    """Index ranges of the command stream between executor restarts: clock jumps (a restarted
+    simulator: the executor restarts from the measured pose) and stalls (robot time went on without
+    ticks: it holds where the robot was sent or is), by design. Differences across such a gap are
+    not a motion the executor commanded."""
     t = rec["t"]
     cuts = [0]
-    for before, after in rec.get("clock_jumps", np.zeros((0, 2))):
+    gaps = [*rec.get("clock_jumps", np.zeros((0, 2))), *rec.get("stalls", np.zeros((0, 2)))]
+    for before, after in gaps:
         # the first command after the jump: stamped `after`, following one stamped `before` (or earlier:
         # no command is sent until a fresh joint state arrives)
         idx = np.nonzero((t[1:] >= after - 1e-9) & (t[1:] <= after + 1.0) & (np.abs(t[1:] - t[:-1]) > 0.25))[0]

@@ -688,25 +688,51 @@ def test_a_stalled_loop_keeps_a_latched_estop_frozen(limits, motion, gap):
     assert np.all(frozen) if gap > 0 else not np.all(frozen)
 
 
-def test_a_stalled_loop_holds_where_the_last_trajectory_sent_ends(limits, motion):
-    """A 0.8-s stall while the policy runs: the controller finished the last streamed trajectory (which
-    ends at rest), so the executor holds exactly there, counts a stall (not a clock jump), and the
-    policy fades in again; the command stream stays within the limits."""
+def _stall_while_running(limits, motion, robot_followed: bool):
+    """The policy runs; at 2.5 s the executor sends a 0.6-s trajectory preview, then the loop stalls
+    for 0.8 s. ``robot_followed``: the robot is measured at the end of that trajectory after the stall
+    (it ran it), else where the last command put it (it never got the trajectory)."""
     ex = ChunkExecutor(ExecutorConfig(strategy="rtc"), limits)
     sent = {}
 
     def send(executor, now):
-        sent["times"], sent["P"], _, _ = executor.preview(now, 0.25, 0.02)
+        sent["times"], sent["P"], _, _ = executor.preview(now, 0.6, 0.02)
+
+    def measure(q):
+        return sent["P"][-1].copy() if robot_followed and "P" in sent and ex.stalls == 0 else q
 
     run = run_closed_loop(ReplayPolicy(motion, align="time"), ex, duration=5.0, initial_state=motion[0],
-                          inference_delay=DELAY, clock=_gap_clock(2.5, 0.8), events={2.5 - 0.004: send})
+                          inference_delay=DELAY, clock=_gap_clock(2.5, 0.8), events={2.5 - 0.004: send}, measure=measure)
     assert (ex.stalls, ex.clock_jumps) == (1, 0)
     j = int(np.argmax(run.times > 2.5 + 0.8))  # the first command after the stall
     assert sent["times"][-1] < run.times[j]  # the stall outlasted the trajectory sent
     assert run.states[j] == ExecState.HOLDING
-    np.testing.assert_allclose(run.positions[j], sent["P"][-1], atol=1e-9)
     assert np.all(run.velocities[j] == 0.0)
     assert ExecState.FADE_IN in set(run.states[j:].tolist())
     after = slice(j, None)
     v = metrics.limit_violations(run.times[after], run.positions[after], limits.lower, limits.upper, limits.velocity, limits.acceleration)
-    assert v["velocity_ratio"] <= 1.021 and v["acceleration_ratio"] <= 1.021
+    assert v["velocity_ratio"] <= 1.021 and v["acceleration_ratio"] <= 1.021, v
+    return ex, run, j, sent
+
+
+def test_a_stalled_loop_holds_where_the_last_trajectory_sent_ends(limits, motion):
+    """A 0.8-s stall while the policy runs, and the robot ran the last streamed trajectory (which ends
+    at rest): the executor holds exactly there, counts a stall (not a clock jump), and the policy fades
+    in again; the command stream stays within the limits."""
+    ex, run, j, sent = _stall_while_running(limits, motion, robot_followed=True)
+    np.testing.assert_allclose(run.positions[j], sent["P"][-1], atol=1e-9)
+    assert ex.resyncs == 0
+
+
+def test_a_stall_holds_where_the_robot_is_when_it_is_far_from_the_command(limits, motion):
+    """The same stall, but the robot is measured where the last command put it, further than
+    ``resync_tolerance`` from the end of the trajectory sent: the executor holds at the measured pose,
+    so the fade-in does not have to resync one tick later. Before, it held the trajectory's end and
+    the fade-in's resync jumped the command back to the robot (acceleration 7.9x the limit in
+    test_closed_loop_faults' time-jump test)."""
+    ex, run, j, sent = _stall_while_running(limits, motion, robot_followed=False)
+    arm = [i for i in range(14) if i not in (6, 13)]
+    measured = run.positions[j - 1]  # the robot tracks the command perfectly here
+    assert np.abs(sent["P"][-1] - measured)[arm].max() > ex.cfg.resync_tolerance  # the case under test
+    np.testing.assert_allclose(run.positions[j][arm], measured[arm], atol=1e-9)
+    assert ex.resyncs == 0

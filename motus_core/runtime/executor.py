@@ -241,6 +241,7 @@ class ChunkExecutor:
         self.clock_jumps = 0
         self.clock_jump_times: deque[tuple[float, float]] = deque(maxlen=100)  # (last tick before, first after)
         self.stalls = 0  # forward gaps longer than clock_jump between ticks (_stalled)
+        self.stall_times: deque[tuple[float, float]] = deque(maxlen=100)  # (last tick before, first after)
         self._sent: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # the last preview: (times, P, V)
         self._fresh_after = -math.inf
         self.clamped_values = 0
@@ -682,18 +683,30 @@ class ChunkExecutor:
         """More than ``clock_jump`` of robot time passed since the last tick: the command loop was
         starved, or the simulator's clock ran ahead of it (sim time delivered in a burst). The robot
         went on meanwhile with what it was last sent: the streamed trajectory (which ends at rest) or,
-        for position streaming, the last position. The executor holds exactly there; the policy takes
-        over again with a fade-in; a latched e-stop keeps its frozen command.
+        for position streaming, the last position. The executor holds there; the policy takes over
+        again with a fade-in; a latched e-stop keeps its frozen command.
 
-        Handling this as a clock jump (hold at the measured pose) moved a latched e-stop's command by
-        the tracking error under load (test_a_stalled_loop_keeps_a_latched_estop_frozen). A robot that
-        really is elsewhere (a simulator reset without a clock reset) is caught by the resync and
-        tracking monitors, as without a stall.
+        Handling every stall as a clock jump (hold at the measured pose) moved a latched e-stop's
+        command by the tracking error under load (test_a_stalled_loop_keeps_a_latched_estop_frozen).
+        But a robot measured after the stall further than ``resync_tolerance`` from that end (its
+        servo still trailing, or it never got the trajectory) is held where it is measured: holding
+        the told pose, the fade-in's resync restarted at the measured pose one tick later, a jump in
+        the command stream (test_a_stall_holds_where_the_robot_is_when_it_is_far_from_the_command).
         """
         gap = now - self.last.stamp
         p, v = self._told_at(now)
+        where = "where the last command sent ends"
+        m = self.measured
+        if (self.state != ExecState.ESTOP and m is not None and self.measured_stamp is not None
+                and self.last.stamp < self.measured_stamp and now - self.measured_stamp <= 0.1):
+            arm = np.isfinite(self._resync_tol)
+            if np.any(np.abs(m - p)[arm] > self._resync_tol[arm]):
+                p = np.where(arm, np.clip(m, self.limits.lower, self.limits.upper), p)
+                v = np.where(arm, 0.0, v)
+                where = "at the measured pose (the robot is not where the last command sent ends)"
         self.stalls += 1
-        log.warning("command loop stalled for %.3f s of robot time: holding where the last command sent ends", gap)
+        self.stall_times.append((self.last.stamp, now))
+        log.warning("command loop stalled for %.3f s of robot time: holding %s", gap, where)
         moving = self.state not in (ExecState.ESTOP, ExecState.IDLE, ExecState.HOLDING) or self.move is not None
         self.plan = None
         self.move = None

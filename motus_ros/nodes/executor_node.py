@@ -547,6 +547,7 @@ class ExecutorNode(Node):
         with self.lock:
             switches = np.array([(t, T) for t, _, T in self.core.switches]).reshape(-1, 2)
             jumps = np.array(list(self.core.clock_jump_times)).reshape(-1, 2)
+            stalls = np.array(list(self.core.stall_times)).reshape(-1, 2)
             st = self.core.status()
         # the chunks sent since the contract's length was last changed (as many as chunk_log's last entries)
         same = list(itertools.takewhile(lambda a: a.shape == self.chunk_actions[-1].shape, reversed(self.chunk_actions))) \
@@ -554,7 +555,7 @@ class ExecutorNode(Node):
         np.savez(path, t=self._hist_t[order], position=self._hist_p[order], velocity=self._hist_v[order],
                  acceleration=self._hist_a[order], state=self._hist_s[order], plan_end=self._hist_e[order], switches=switches,
                  measured=self._hist_m[order], chunk_actions=np.array(same[::-1]) if same else np.zeros((0, 0, self.profile.dof)),
-                 chunks=np.array(self.chunk_log).reshape(-1, 5), clock_jumps=jumps, lower=self.limits.lower, upper=self.limits.upper,
+                 chunks=np.array(self.chunk_log).reshape(-1, 5), clock_jumps=jumps, stalls=stalls, lower=self.limits.lower, upper=self.limits.upper,
                  velocity_limit=self.limits.velocity, acceleration_limit=self.limits.acceleration,
                  status=json.dumps(st, default=str))
 
