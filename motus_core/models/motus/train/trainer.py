@@ -36,7 +36,8 @@ from tqdm import tqdm
 
 from motus_core.data.motus_layout import DatasetError
 
-from ..checkpoint import load_weights
+from ..checkpoint import DEFAULT_FILES, load_weights
+from ..config import MotusConfig
 from ..sampler import sample
 from ..model import Conditioning
 from .build import build_models
@@ -44,7 +45,8 @@ from .checkpoints import TRAIN_STATE, CheckpointWriter, PolicyExtras
 from .config import TrainConfig, TrainConfigError
 from .data import TrainData, collate, open_data, validation_indices
 from .schedule import build_optimizer
-from .step import MotusLoss, one_step
+from .step import MotusLoss, one_step, video_pixels
+from .vae_stats import apply_statistics, describe, measure_latent_statistics, sample_videos, vae_is_random
 
 log = logging.getLogger("motus_train")
 
@@ -136,6 +138,9 @@ class Trainer:
         self.data = open_data(cfg.data, self.mcfg, built.vlm.prompt, seed=cfg.train.seed, cache_dir=cache_dir)
         if d.main:
             self._barrier()
+        self.ckpt = CheckpointWriter(self.out, cfg.train.keep_checkpoints)
+        latest = self.ckpt.latest() if cfg.train.resume else None
+        self._vae_statistics(latest)
         identity, encoder = text_setup(cfg, self.data, int(self.mcfg.wan["text_dim"]))
         self.loss = MotusLoss(built.model, built.vae, built.vlm)
         if cfg.lora.enabled:
@@ -155,20 +160,42 @@ class Trainer:
             normalizer=self.data.normalizer, stats_key=self.data.stats_key, zero_range_joints=self.data.zero_range_joints,
             text_identity=identity, text_encoder=encoder, instructions=self.data.instructions,
             vlm_processor=built.vlm_processor, train_config=cfg.to_dict(), policy_options=opts)
-        self.ckpt = CheckpointWriter(self.out, cfg.train.keep_checkpoints)
         if d.main:
             self.ckpt.write_frozen(built.vae.vae.state_dict(), built.vlm.model.state_dict(), self.extras)
         self._barrier()
         if not d.main:
             self.ckpt.write_frozen(None, None, self.extras)  # reads the marker written by rank 0
         self.start = 0
-        latest = self.ckpt.latest() if cfg.train.resume else None
         if latest is not None:
             self._resume(latest)
         n_train = sum(p.numel() for p in built.model.parameters() if p.requires_grad)
         if d.main:
             log.info("model: %.2fM trainable parameters; device %s; %d process(es); batch %d per process",
                      n_train / 1e6, d.device, d.world, cfg.train.batch_size)
+
+    def _vae_statistics(self, latest: Path | None) -> None:
+        """Measure the latent statistics of a random VAE (``vae_stats``); a resumed run keeps its checkpoint's."""
+        init = self.cfg.init
+        mode = init.vae_statistics
+        if mode == "config" or (mode == "auto" and not vae_is_random(self.built.source, init.vae)):
+            return
+        vae = self.built.vae
+        if latest is not None:
+            saved = MotusConfig.load(latest / DEFAULT_FILES["config"]).vae
+            mean, std = saved["latents_mean"], saved["latents_std"]
+            how = f"from {latest}"
+        else:
+            apply_statistics(vae, self.mcfg.vae, [0.0] * len(vae.latents_mean.view(-1)), [1.0] * len(vae.latents_mean.view(-1)))
+            videos = sample_videos(self.data.train.reader, init.vae_statistics_samples, video_pixels)
+            mean, std = measure_latent_statistics(vae, videos)
+            if self.dist.world > 1:  # one set for every rank, bit for bit
+                t = torch.tensor([mean, std], dtype=torch.float64, device=self.dist.device)
+                torch.distributed.broadcast(t, src=0)
+                mean, std = t[0].tolist(), t[1].tolist()
+            how = f"measured on {len(videos)} training samples"
+        apply_statistics(vae, self.mcfg.vae, mean, std)
+        if self.dist.main:
+            log.info("VAE latent statistics %s (the VAE is random): %s", how, describe(mean, std))
 
     def _wrap(self):
         from torch.nn.parallel import DistributedDataParallel as DDP
