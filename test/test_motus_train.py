@@ -463,12 +463,21 @@ def torchrun(dataset: Path, out: Path, *extra: str) -> None:
         # the ranks print their Python stacks on SIGUSR1 (motus_core.models.training.setup_distributed)
         import psutil
 
-        for child in psutil.Process(proc.pid).children(recursive=True):
+        ranks = psutil.Process(proc.pid).children(recursive=True)
+        for child in ranks:
             with contextlib.suppress(psutil.Error):
                 child.send_signal(signal.SIGUSR1)
         time.sleep(3)
+        # torchrun starts its ranks in sessions of their own: killing its group leaves them holding the
+        # output pipes, and reading to the end would wait for them forever
+        for child in ranks:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
         os.killpg(proc.pid, signal.SIGKILL)
-        _, err = proc.communicate()
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            err = "(the ranks' output could not be read)"
         pytest.fail(f"torchrun did not finish in 400 s; the ranks' stacks:\n{err[-12000:]}")
     assert proc.returncode == 0, err[-3000:]
 

@@ -62,7 +62,7 @@ def leave_process_group(timeout: float = 60.0) -> bool:
 
     False when that did not finish in time (a peer gone, or ``destroy_process_group`` hanging, which
     it does now and then even after a barrier: pytorch/pytorch#75097; once it held a 3-step CPU run
-    for 20 minutes). The caller then ends the process with ``exit_now``: its work is saved by then.
+    for 20 minutes). ``end_distributed_rank`` then ends the process at once either way.
     """
     if not dist.is_initialized():
         return True
@@ -82,6 +82,20 @@ def leave_process_group(timeout: float = 60.0) -> bool:
         log.warning("the process group was not left within %.0f s (a peer or the backend hangs): exiting without it", timeout)
         return False
     return True
+
+
+def end_distributed_rank(code: int) -> None:
+    """End a torchrun rank whose work is written: leave the process group (bounded), then exit at once
+    with ``code``, never through the interpreter's teardown.
+
+    That teardown frees the DDP reducer, whose last reference to the gloo process group runs
+    ``~ProcessGroupGloo`` while holding the GIL and waits for gloo's worker thread; that thread, still
+    freeing the leave barrier's work, waits for the GIL to drop a tensor's Python object: a deadlock
+    (py-spy of a CI rank stuck 18 min after a 3-step run: main thread in
+    ``~ProcessGroupGloo -> pthread_mutex_lock`` under ``Reducer`` dealloc, the worker in
+    ``~AsyncBarrierWork -> gil_scoped_acquire``). Both trainers end their ranks here."""
+    leave_process_group()
+    exit_now(code)
 
 
 def exit_now(code: int) -> None:

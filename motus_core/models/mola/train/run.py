@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from motus_core.models.training import exit_now, leave_process_group
+from motus_core.models.training import end_distributed_rank
 
 from ..data import MolaDataset
 from .common import DistInfo, StageModule, Trainer, dataclass_to_dict, seed_everything, setup_distributed
@@ -57,6 +57,6 @@ def run_stage(stage: int, raw: dict, on_step=None) -> Path:
     if p.dist.main:
         result = p.export()
         log.info("stage %d finished; exported %s", stage, result)
-    if p.dist.world > 1 and not leave_process_group():
-        exit_now(0)  # the stage is exported: only the backend's teardown hung
+    if p.dist.world > 1:
+        end_distributed_rank(0)  # the stage is exported; never return into DDP's process-group teardown (deadlocks)
     return result

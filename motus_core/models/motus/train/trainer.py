@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from motus_core.models.training import DistInfo, StepBatchSampler, exit_now, leave_process_group, setup_distributed  # shared with MoLA's trainer
+from motus_core.models.training import DistInfo, StepBatchSampler, end_distributed_rank, setup_distributed  # shared with MoLA's trainer
 from tqdm import tqdm
 
 from motus_core.data.motus_layout import DatasetError
@@ -531,18 +531,13 @@ class Trainer:
             log.info("%d ranks ended with identical weights (checksum %.17g)", self.dist.world, sums[0])
         return total
 
-    left_cleanly = True  # close() left the process group in time (else train() ends the process at once)
 
     def close(self) -> None:
-        """Detach the run's log file; leave the process group (torchrun)."""
+        """Detach the run's log file (a torchrun rank then leaves through train(): end_distributed_rank)."""
         if self._log_handler is not None:
             logging.getLogger("motus_train").removeHandler(self._log_handler)
             self._log_handler.close()
             self._log_handler = None
-        if getattr(self, "dist", None) is not None and self.dist.world > 1:
-            # every rank leaves together: a rank that tore gloo down while rank 0 was still writing the
-            # summary made rank 0 abort at exit once ("terminate called without an active exception")
-            self.left_cleanly = leave_process_group()
 
     def write_summary(self, step: int, code: int) -> None:
         summary = {"step": step, "steps": self.cfg.train.steps, "exit_code": code,
@@ -573,6 +568,6 @@ def train(cfg: TrainConfig) -> int:
         for s, h in old.items():
             signal.signal(s, h)
         t.close()
-        if not t.left_cleanly:
-            exit_now(code)
+        if getattr(t, "dist", None) is not None and t.dist.world > 1:
+            end_distributed_rank(code)  # never return into the teardown of DDP's process group (deadlocks)
 
