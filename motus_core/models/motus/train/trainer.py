@@ -38,6 +38,7 @@ from motus_core.data.motus_layout import DatasetError
 
 from ..checkpoint import DEFAULT_FILES, load_weights
 from ..config import MotusConfig
+from ..convert import CheckpointError
 from ..sampler import sample
 from ..model import Conditioning
 from .build import build_models
@@ -531,7 +532,6 @@ class Trainer:
             log.info("%d ranks ended with identical weights (checksum %.17g)", self.dist.world, sums[0])
         return total
 
-
     def close(self) -> None:
         """Detach the run's log file (a torchrun rank then leaves through train(): end_distributed_rank)."""
         if self._log_handler is not None:
@@ -556,6 +556,7 @@ def train(cfg: TrainConfig) -> int:
     t = Trainer(cfg)
     old = t._signals()  # Ctrl-C during setup is honoured too (no traceback, nothing half-written)
     code = 1  # an exception on the way out
+    failure: BaseException | None = None
     try:
         t.setup()
         if t._stop_signal is not None:
@@ -564,10 +565,20 @@ def train(cfg: TrainConfig) -> int:
         else:
             code = t.run()
         return code
+    except BaseException as exc:
+        failure = exc
+        raise
     finally:
         for s, h in old.items():
             signal.signal(s, h)
         t.close()
         if getattr(t, "dist", None) is not None and t.dist.world > 1:
-            end_distributed_rank(code)  # never return into the teardown of DDP's process group (deadlocks)
+            # never return into the teardown of DDP's process group (it deadlocks): say here what the
+            # caller would have said about an exception, then end the rank
+            if isinstance(failure, (TrainConfigError, DatasetError, CheckpointError)):
+                log.error("%s", failure)
+                code = 2
+            elif failure is not None:
+                log.error("rank %d failed", t.dist.rank, exc_info=failure)
+            end_distributed_rank(code)
 
