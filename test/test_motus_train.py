@@ -95,7 +95,6 @@ def test_a_random_vae_is_normalised_with_statistics_measured_on_the_training_fra
     Wan's were for its VAE): normalised latents of training frames have about zero mean and unit
     deviation per channel, and the checkpoint carries the statistics to the policy. With the config's
     0 / 1 the random VAE's latents were ~0.1 in scale and dominated by channel offsets."""
-    from motus_core.models.motus.train.step import video_pixels
     from motus_core.models.motus.train.trainer import Trainer
     from motus_core.models.motus.train.vae_stats import sample_videos
     from motus_core.policies import load_policy
@@ -106,7 +105,7 @@ def test_a_random_vae_is_normalised_with_statistics_measured_on_the_training_fra
     torch.testing.assert_close(policy.vae.latents_inv_std, t.built.vae.latents_inv_std, rtol=0, atol=0)
     mean = policy.vae.latents_mean.view(-1)
     assert not torch.all(mean == 0.0) and not torch.all(policy.vae.latents_inv_std == 1.0)
-    z = policy.vae.encode_pixels(torch.stack(sample_videos(t.data.train.reader, 16, video_pixels)))
+    z = policy.vae.encode_pixels(torch.stack(sample_videos(t.data.train.reader, 16)))
     assert z.mean(dim=(0, 2, 3, 4)).abs().max() < 0.2, z.mean(dim=(0, 2, 3, 4))
     std = z.std(dim=(0, 2, 3, 4))
     assert 0.7 < std.min() and std.max() < 1.3, std

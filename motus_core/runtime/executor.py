@@ -345,19 +345,27 @@ class ChunkExecutor:
         p_cmd = self.traj.evaluate(now)[0]
         if self._still_settling(p_cmd):
             return False  # the robot is still catching up with the stop (servo lag): it is on its way to the command
-        dev = np.abs(self.measured - p_cmd)
-        if np.all(dev <= self._resync_tol):
+        q = self._measured_if_far(p_cmd)
+        if q is None:
             return False
+        dev = np.abs(self.measured - p_cmd)
         j = int(np.argmax(dev / np.maximum(self._resync_tol, 1e-12)))
         log.warning("the measured pose is %.3f from the hold command at joint %s: restarting from the measured pose", dev[j], self.limits.names[j])
         self.resyncs += 1
-        q = np.where(np.isfinite(self._resync_tol), self.measured, p_cmd)
-        q = np.clip(q, self.limits.lower, self.limits.upper)
         self.traj = HoldTrajectory(q)
         self.plan = None
         self.stop = None
         self.guard.reset(now, q)
         return True
+
+    def _measured_if_far(self, p_cmd: np.ndarray) -> np.ndarray | None:
+        """``p_cmd`` with the arm joints at the measured pose (within the limits) when some arm joint is
+        further than ``resync_tolerance`` from it, else None. Grippers (tolerance inf) keep ``p_cmd``:
+        one squeezing an object is never where it is commanded."""
+        if not np.any(np.abs(self.measured - p_cmd) > self._resync_tol):
+            return None
+        arm = np.isfinite(self._resync_tol)
+        return np.where(arm, np.clip(self.measured, self.limits.lower, self.limits.upper), p_cmd)
 
     def _still_settling(self, p_cmd: np.ndarray, window: float = 0.2) -> bool:
         """The measured arm joints are still closing in on the command ``p_cmd``: over the last ``window``
@@ -696,13 +704,11 @@ class ChunkExecutor:
         gap = now - self.last.stamp
         p, v = self._told_at(now)
         where = "where the last command sent ends"
-        m = self.measured
-        if (self.state != ExecState.ESTOP and m is not None and self.measured_stamp is not None
+        if (self.state != ExecState.ESTOP and self.measured is not None and self.measured_stamp is not None
                 and self.last.stamp < self.measured_stamp and now - self.measured_stamp <= 0.1):
-            arm = np.isfinite(self._resync_tol)
-            if np.any(np.abs(m - p)[arm] > self._resync_tol[arm]):
-                p = np.where(arm, np.clip(m, self.limits.lower, self.limits.upper), p)
-                v = np.where(arm, 0.0, v)
+            q = self._measured_if_far(p)
+            if q is not None:
+                p, v = q, np.where(np.isfinite(self._resync_tol), 0.0, v)
                 where = "at the measured pose (the robot is not where the last command sent ends)"
         self.stalls += 1
         self.stall_times.append((self.last.stamp, now))

@@ -46,7 +46,7 @@ from .checkpoints import TRAIN_STATE, CheckpointWriter, PolicyExtras
 from .config import TrainConfig, TrainConfigError
 from .data import TrainData, collate, open_data, validation_indices
 from .schedule import build_optimizer
-from .step import MotusLoss, one_step, video_pixels
+from .step import MotusLoss, one_step
 from .vae_stats import apply_statistics, describe, measure_latent_statistics, sample_videos, vae_is_random
 
 log = logging.getLogger("motus_train")
@@ -186,8 +186,7 @@ class Trainer:
             mean, std = saved["latents_mean"], saved["latents_std"]
             how = f"from {latest}"
         else:
-            apply_statistics(vae, self.mcfg.vae, [0.0] * len(vae.latents_mean.view(-1)), [1.0] * len(vae.latents_mean.view(-1)))
-            videos = sample_videos(self.data.train.reader, init.vae_statistics_samples, video_pixels)
+            videos = sample_videos(self.data.train.reader, init.vae_statistics_samples)
             mean, std = measure_latent_statistics(vae, videos)
             if self.dist.world > 1:  # one set for every rank, bit for bit
                 t = torch.tensor([mean, std], dtype=torch.float64, device=self.dist.device)

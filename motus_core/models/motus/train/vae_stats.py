@@ -11,15 +11,13 @@ architecture assumes.
 """
 from __future__ import annotations
 
-import logging
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..vae import MotusVAE
-
-log = logging.getLogger("motus_train")
+from .step import video_pixels
 
 
 def vae_is_random(source: str, init_vae: str) -> bool:
@@ -49,7 +47,7 @@ def measure_latent_statistics(vae: MotusVAE, frames: Sequence[torch.Tensor], bat
     return [float(x) for x in mean], [float(x) for x in std]
 
 
-def sample_videos(dataset, count: int, video_pixels) -> list[torch.Tensor]:
+def sample_videos(dataset, count: int) -> list[torch.Tensor]:
     """``count`` training samples spread evenly over ``dataset`` (deterministic: every rank and every
     resume picks the same ones), as ``[3, T, H, W]`` videos."""
     idx = np.unique(np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int))
