@@ -11,8 +11,9 @@ interrupted run continues where it stopped):
    bag per episode), seeds 0, 1, ... (disjoint from the evaluation seeds) until N demonstrations
    succeeded. A failed demonstration is retried once with its seed; failures stay in ``demos/`` with
    outcome ``failure`` and are not converted.
-2. ``convert`` (``dataset/``): ``motus-convert`` into the Motus layout (T-mosaic videos, qpos,
-   instructions + umT5 embeddings, ``stat.json``).
+2. ``convert`` (``dataset/``): ``motus-convert --actions leader`` into the Motus layout (T-mosaic
+   videos, qpos = the measured joints, actions = the demonstrator's commands as the training
+   targets, instructions + umT5 embeddings, ``stat.json``).
 3. ``train``   (``train/``): ``motus-train --config config/motus/reduced_sim.yaml`` (a reduced Motus
    from scratch, see docs/proof.md for the choices).
 4. ``eval``    (``eval/``): ``motus-eval`` of the final checkpoint on the evaluation seeds with each
@@ -184,7 +185,7 @@ def stage_convert(ns, work: Path, rec: dict) -> dict:
         log(f"convert: done ({info['episodes']} episodes, {info['frames']} frames in {dataset})")
         return info
     dataset.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "motus_core.cli.convert", str(demos), str(dataset), "--format", "motus", "--quiet"]
+    cmd = [sys.executable, "-m", "motus_core.cli.convert", str(demos), str(dataset), "--format", "motus", "--actions", "leader", "--quiet"]
     cmd += ["--text-encoder", ns.text_encoder] if ns.text_encoder else ["--tiny-text-encoder"]
     if _run(cmd, dataset / "convert.log") != 0:
         raise SystemExit(f"convert: motus-convert failed (see {dataset / 'convert.log'})")
@@ -194,10 +195,15 @@ def stage_convert(ns, work: Path, rec: dict) -> dict:
     qpos = sorted((dataset / TASK / "qpos").glob("*.pt"))
     frames = sum(int(torch.load(p, weights_only=True).shape[0]) for p in qpos)
     emb = sorted((dataset / TASK / "instructions").glob("*.pt"))
-    if len(qpos) < rec["demos"] or len(emb) < len(qpos) or not (dataset / "stat.json").is_file():
-        raise SystemExit(f"convert: expected {rec['demos']} episodes with embeddings and stat.json, found {len(qpos)} episodes, "
-                         f"{len(emb)} embeddings (see {dataset / 'conversion_report.json'})")
+    # the targets are the demonstrator's commands (its leader stream): measured joints cannot be replayed
+    # into a grasp (bench/replay_targets.py), so a dataset without them is not what this proof trains on
+    actions = sorted((dataset / TASK / "actions").glob("*.pt"))
+    if len(qpos) < rec["demos"] or len(emb) < len(qpos) or len(actions) != len(qpos) or not (dataset / "stat.json").is_file():
+        raise SystemExit(f"convert: expected {rec['demos']} episodes with embeddings, action targets and stat.json, found "
+                         f"{len(qpos)} episodes, {len(emb)} embeddings, {len(actions)} action files "
+                         f"(see {dataset / 'conversion_report.json'})")
     info = {"episodes": len(qpos), "frames": frames, "source_demos": rec["demos"], "dataset": str(dataset),
+            "action_targets": "the demonstrator's commands (leader stream, actions/)",
             "text_encoder": ns.text_encoder or "tiny (random umT5, byte tokenizer)",
             "left_out": {e["episode_id"]: e.get("reason", "") for e in report.get("episodes", []) if e.get("status") not in ("converted", "up_to_date")}}
     _mark_done(dataset, info)

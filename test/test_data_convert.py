@@ -65,6 +65,10 @@ def test_motus_layout_frames_qpos_instructions_stats(tmp_path, encoder):
             assert abs(r["right_wrist"] - grey("right_wrist", k - 1)) < 2.5
         times = START + np.arange(1, n) * PERIOD
         np.testing.assert_allclose(qpos.numpy(), expected_qpos("sim_aloha", times), atol=1e-6)
+        # the training targets: the leader arms as of the same frames (the helper's leader = follower + 0.01)
+        actions = torch.load(tdir / "actions" / f"{eid}.pt")
+        assert actions.dtype == torch.float32 and tuple(actions.shape) == (n - 1, 14)
+        np.testing.assert_allclose(actions.numpy(), expected_qpos("sim_aloha", times) + 0.01, atol=1e-5)
         assert (tdir / "instructions" / f"{eid}.txt").read_text().strip() == text
         emb = torch.load(tdir / "instructions" / f"{eid}.pt")
         assert emb.dtype == torch.bfloat16 and emb.shape[1] == encoder.dim
@@ -75,15 +79,72 @@ def test_motus_layout_frames_qpos_instructions_stats(tmp_path, encoder):
         assert left["gaps"] == [] and 28.0 < left["age_ms_max"] < 29.0 and abs(left["latency_ms_mean"] - 2.0) < 1e-6
         assert report["streams"]["/joint_states"]["age_ms_max"] <= 5.0
     stats = json.loads((out / "stat.json").read_text())["sim_aloha"]
-    all_q = np.concatenate([load_qpos(out / t / "qpos" / f"{e}.pt") for t, e in (("pick_cube", "ep_a"), ("stack", "ep_b"))])
+    # one normaliser for state and targets: min/max over the qpos and the actions of both episodes
+    all_q = np.concatenate([load_qpos(out / t / sub / f"{e}.pt") for t, e in (("pick_cube", "ep_a"), ("stack", "ep_b"))
+                            for sub in ("qpos", "actions")])
     np.testing.assert_allclose(stats["min"], all_q.min(0), atol=1e-6)
     np.testing.assert_allclose(stats["max"], all_q.max(0), atol=1e-6)
     assert stats["file_count"] == 2 and stats["action_dim"] == 14
-    # the training reader reads it
+    # the training reader reads it: targets from actions/, the state from qpos/
     ds = MotusDataset(out, seed=0)
     s = ds[0]
     assert s["action_sequence"].shape == (48, 14) and float(s["action_sequence"].min()) >= -1e-6
+    ref = next(r for r in ds.episodes if r.episode_id == "ep_a")
+    smp = ds.sample(ref, 3)
+    q, a = load_qpos(ref.qpos), load_qpos(ref.actions)
+    np.testing.assert_allclose(ds.normalizer.denormalize(smp["action_sequence"].numpy()), a[4:52], atol=1e-5)
+    np.testing.assert_allclose(ds.normalizer.denormalize(smp["initial_state"].numpy()), q[3], atol=1e-5)
     assert s["instruction"] in ("pick up the cube", "stack the blocks") and s["language_embedding"].shape[1] == encoder.dim
+
+
+def _profile_without_leader(tmp_path: Path) -> Path:
+    """sim_aloha as recorded on a robot without leader arms (no ``leader`` topics)."""
+    import yaml
+
+    from motus_core.robot_profile import config_dir
+
+    raw = yaml.safe_load((config_dir() / "robots" / "sim_aloha.yaml").read_text())
+    raw.pop("leader")
+    path = tmp_path / "profiles" / "sim_aloha.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_actions_follower_writes_no_targets(tmp_path):
+    src = tmp_path / "eps"
+    rec = record_synthetic(src, "ep_a", frames=60)
+    record_synthetic(src, "ep_b", frames=60, recorder=rec)
+    follower = tmp_path / "follower"
+    summary = Converter(_cfg(src, follower, actions="follower")).run()
+    assert {e.status for e in summary.episodes} == {"converted"}
+    assert not (follower / "pick_cube" / "actions").exists()
+    stats = json.loads((follower / "stat.json").read_text())["sim_aloha"]
+    all_q = np.concatenate([load_qpos(p) for p in sorted((follower / "pick_cube" / "qpos").glob("*.pt"))])
+    np.testing.assert_allclose(stats["max"], all_q.max(0), atol=1e-6)  # no leader offset in the statistics
+    ds = MotusDataset(follower, seed=0)
+    ref = ds.episodes[0]
+    assert ref.actions is None
+    q = load_qpos(ref.qpos)
+    np.testing.assert_allclose(ds.normalizer.denormalize(ds.sample(ref, 0)["action_sequence"].numpy()), q[1:49], atol=1e-5)
+    # switching the option re-converts (it changes the bytes) and the targets appear
+    summary = Converter(_cfg(src, follower, actions="auto")).run()
+    assert {e.status for e in summary.episodes} == {"converted"}
+    assert sorted(p.name for p in (follower / "pick_cube" / "actions").glob("*.pt")) == ["ep_a.pt", "ep_b.pt"]
+
+
+def test_actions_leader_without_a_recorded_leader_stream_fails_that_episode(tmp_path):
+    src, out = tmp_path / "eps", tmp_path / "motus"
+    record_synthetic(src, "arms_only", frames=60, profile=str(_profile_without_leader(tmp_path)))
+    summary = Converter(_cfg(src, out, actions="leader")).run()
+    (outcome,) = summary.episodes
+    assert outcome.status == "failed" and "no leader/command stream was recorded" in outcome.reason
+    assert not (out / "pick_cube").exists()
+    summary = Converter(_cfg(src, out, actions="auto")).run()
+    assert [e.status for e in summary.episodes] == ["converted"]
+    assert (out / "pick_cube" / "qpos" / "arms_only.pt").is_file() and not (out / "pick_cube" / "actions").exists()
+    with pytest.raises(ValueError, match="actions must be one of"):
+        _cfg(src, out, actions="commands")
 
 
 def test_only_complete_episodes_and_removal_after_discard(tmp_path):
@@ -251,6 +312,12 @@ def test_cli(tmp_path, capsys):
     assert (out / "pick_cube" / "instructions" / "c1.pt").is_file() and (out / "stat.json").is_file()
     assert convert_main([str(src), str(out), "--tiny-text-encoder", "--quiet"]) == 0
     assert "1 up_to_date" in capsys.readouterr().out
+    assert (out / "pick_cube" / "actions" / "c1.pt").is_file()  # the leader stream: the default targets
+    assert convert_main([str(src), str(out), "--tiny-text-encoder", "--quiet", "--actions", "follower"]) == 0
+    assert "1 converted" in capsys.readouterr().out and not (out / "pick_cube" / "actions" / "c1.pt").exists()
+    with pytest.raises(SystemExit) as exc:
+        convert_main([str(src), str(out), "--actions", "future"])
+    assert exc.value.code == 2 and "invalid choice: 'future'" in capsys.readouterr().err
 
 
 def _layout_dirs(root: Path) -> list[str]:

@@ -81,6 +81,47 @@ def test_write_episode_rejects_mismatch(tmp_path):
         write_episode(tmp_path / "t", "../evil", _frames(5, 0), _qpos(5, 0), "x")
 
 
+def test_recorded_commands_are_the_targets_and_the_state_stays_measured(tmp_path):
+    """``actions/<id>.pt``: the targets are its rows at the official action indices; qpos stays the state."""
+    from motus_core.data.motus_layout import load_targets
+    from motus_core.models.motus.train.data import check_episode
+
+    root, n = tmp_path / "ds", 70
+    q, cmd = _qpos(n, 0), _qpos(n, 0) + 0.5  # every commanded value says its frame and joint, 0.5 apart from the state
+    files = write_episode(root / "pick_cube", "0", _frames(n, 0), q, "pick", torch.zeros(2, 16), actions=cmd)
+    assert files.actions == root / "pick_cube" / "actions" / "0.pt"
+    write_dataset_stats(root, "sim_aloha")
+    stats = json.loads((root / "stat.json").read_text())["sim_aloha"]
+    np.testing.assert_allclose(stats["max"], cmd.max(0), atol=1e-4)  # the targets' range is covered too
+    np.testing.assert_allclose(stats["min"], q.min(0), atol=1e-4)
+    assert stats["file_count"] == 1
+    ds = MotusDataset(root, normalize=False)
+    (ref,) = ds.episodes
+    for cond in (0, 5, 21):
+        smp = ds.sample(ref, cond)
+        np.testing.assert_array_equal(smp["action_sequence"].numpy(), cmd[cond + 1:cond + 49])
+        np.testing.assert_array_equal(smp["initial_state"].numpy(), q[cond])
+    assert check_episode(ref, chunk=48, downsample=1, text_dim=16) == ""
+    # a targets file that does not match the frames is an error, never a shifted target
+    torch.save(torch.from_numpy(cmd[1:]), ref.actions)
+    with pytest.raises(DatasetError, match=r"actions have shape \(69, 14\), qpos \(70, 14\)"):
+        ds.sample(ref, 0)
+    assert check_episode(ref, chunk=48, downsample=1, text_dim=16) == "actions have shape (69, 14), qpos (70, 14)"
+    cmd_bad = cmd.copy()
+    cmd_bad[7, 2] = np.inf
+    torch.save(torch.from_numpy(cmd_bad), ref.actions)
+    assert check_episode(ref, chunk=48, downsample=1, text_dim=16) == "actions contain NaN/inf (first at frame 7, joint 2)"
+    # the writer refuses targets of another length, and leaves nothing behind
+    with pytest.raises(DatasetError, match="actions have shape"):
+        write_episode(root / "pick_cube", "1", _frames(n, 1), _qpos(n, 1), "pick", actions=cmd[:-1])
+    assert not (root / "pick_cube" / "qpos" / "1.pt").exists() and not (root / "pick_cube" / "actions" / "1.pt").exists()
+    # rewriting the episode without targets removes the old ones: the official rule (future qpos) again
+    write_episode(root / "pick_cube", "0", _frames(n, 0), q, "pick", torch.zeros(2, 16))
+    (ref,) = find_episodes(root)
+    assert ref.actions is None and not (root / "pick_cube" / "actions" / "0.pt").exists()
+    np.testing.assert_array_equal(load_targets(ref), q)
+
+
 def test_samples_follow_official_rule(dataset_dir):
     root, lengths = dataset_dir
     ds = MotusDataset(root, seed=7)

@@ -6,14 +6,14 @@ writer, T-mosaic and preprocessing as ``motus-convert``; the ROS recording path 
 test), the ``reduced_sim`` recipe trains briefly through ``motus-train``'s trainer, and a held-out
 demonstration (another seed, rendered in-process at the cameras' native size) is fed frame by frame
 to the checkpoint through ``Policy.predict``, exactly what the policy node serves. The check: the
-mean error (joint units) of the predicted 48-action chunks against the demonstrated future joints is
-below ``MARGIN`` x the untrained model's.
+mean error (joint units) of the predicted 48-action chunks against the demonstrated targets (the
+demonstrator's commands, what the datasets train on) is below ``MARGIN`` x the untrained model's.
 
 Mutants (each must make the check fail):
 
 * ``stats``: the policy de-normalises with other statistics (another robot's stat.json);
-* ``shift``: training pairs each frame with the actions one step later (qpos[c+2..c+49] instead of
-  qpos[c+1..c+48]: a time-alignment bug between frames and actions);
+* ``shift``: training pairs each frame with the actions one step later (targets[c+2..c+49] instead of
+  targets[c+1..c+48]: a time-alignment bug between frames and actions);
 * ``swap``: two cameras of the mosaic swapped between training and serving (left and right wrist).
 
 What this budget can and cannot catch is measured and written down in docs/proof.md: a model trained
@@ -47,7 +47,7 @@ def data(tmp_path_factory) -> dict:
     from motus_core.models.motus.text_encoder import build_tiny_text_encoder
     from motus_core.robot_profile import load_profile
     from motus_core.sim import AlohaSim
-    from motus_core.sim.dataset import ROLES, SimDatasetOptions, generate
+    from motus_core.sim.dataset import ROLES, SimDatasetOptions, commands_in_effect, generate
     from motus_core.sim.demonstrator import ScriptedDemonstrator, run_episode
     from motus_core.sim.render import CameraRenderer
 
@@ -59,17 +59,19 @@ def data(tmp_path_factory) -> dict:
     assert summary["episodes"] == TRAIN_EPISODES
     sim = AlohaSim(TASK)
     renderer = CameraRenderer(sim.model, w, h, ROLES)
-    frames, q = [], []
+    frames, q, cmds = [], [], []
 
-    def tick(obs, _cmd):
+    def tick(obs, cmd):
         frames.append({role: renderer.render(sim.data, role).copy() for role in ROLES})
         q.append(np.asarray(obs.q, np.float64))
+        cmds.append(np.asarray(cmd, np.float64))
 
     try:
         assert run_episode(sim, ScriptedDemonstrator(TASK), HELDOUT_SEED, on_tick=tick).success
     finally:
         renderer.close()
-    return {"root": root, "dataset": root / "data", "frames": frames, "q": np.asarray(q)}
+    return {"root": root, "dataset": root / "data", "frames": frames, "q": np.asarray(q),
+            "targets": commands_in_effect(cmds).astype(np.float64)}
 
 
 def _train(data: dict, name: str, steps: int, *extra: str) -> Path:
@@ -87,12 +89,12 @@ def _train(data: dict, name: str, steps: int, *extra: str) -> Path:
 
 
 def heldout_error(ckpt: Path, data: dict, swap: tuple[str, str] | None = None, every: int = 20) -> float:
-    """Mean |predicted chunk - demonstrated future joints| (joint units) over held-out condition frames."""
+    """Mean |predicted chunk - demonstrated targets| (joint units) over held-out condition frames."""
     from motus_core.policy.base import Observation, PolicyRequest
     from motus_core.policies import load_policy
     from motus_core.robot_profile import load_profile
 
-    q, frames = data["q"], data["frames"]
+    q, frames, targets = data["q"], data["frames"], data["targets"]
     policy = load_policy(str(ckpt), device="cpu", profile=load_profile("sim_aloha"))
     try:
         policy.set_instruction(INSTRUCTION)
@@ -103,7 +105,7 @@ def heldout_error(ckpt: Path, data: dict, swap: tuple[str, str] | None = None, e
                 images[swap[0]], images[swap[1]] = images[swap[1]], images[swap[0]]
             chunk = policy.predict(PolicyRequest(Observation(images=images, state=q[c], stamp=c / 30.0), instruction=INSTRUCTION, seed=0))
             k = chunk.actions.shape[0]
-            errors.append(np.abs(chunk.actions - q[c + 1:c + 1 + k]).mean())
+            errors.append(np.abs(chunk.actions - targets[c + 1:c + 1 + k]).mean())
         return float(np.mean(errors))
     finally:
         policy.close()

@@ -48,9 +48,22 @@ def test_generator_writes_an_aligned_motus_episode(dataset):
     assert frames.shape[1:3] == (HW[0] + HW[0] // 2, HW[1])
     assert len(frames) == len(qpos) == gt.frames > 150  # the whole demonstration at 30 Hz
     assert gt.size("high") == HW and gt.size("left_wrist") == (HW[0] // 2, HW[1] // 2)  # as in the mosaic
+    # the targets: the demonstrator's commands in effect at each frame (as the converter aligns a leader stream)
+    from motus_core.sim import AlohaSim
+    from motus_core.sim.dataset import commands_in_effect
+    from motus_core.sim.demonstrator import ScriptedDemonstrator, run_episode
+
+    cmds = []
+    run_episode(AlohaSim("transfer_cube"), ScriptedDemonstrator("transfer_cube"), int(ref.episode_id.removeprefix("seed")),
+                control_rate=opts.fps, on_tick=lambda obs, cmd: cmds.append(np.asarray(cmd, np.float32)))
+    actions = load_qpos(ref.actions)
+    np.testing.assert_allclose(actions, commands_in_effect(cmds), atol=1e-6)
+    np.testing.assert_array_equal(actions[1:], np.asarray(cmds[:-1]))
+    assert np.abs(actions - qpos).max() > 0.3  # a gripper closed on the cube is commanded shut, measured open
     stats = read_stat_file(root / "stat.json")
     assert "sim_aloha" in stats
-    np.testing.assert_allclose(stats["sim_aloha"]["min"], qpos.min(0), atol=1e-6)
+    np.testing.assert_allclose(stats["sim_aloha"]["min"], np.minimum(qpos.min(0), actions.min(0)), atol=1e-6)
+    np.testing.assert_allclose(stats["sim_aloha"]["max"], np.maximum(qpos.max(0), actions.max(0)), atol=1e-6)
     sample = MotusDataset(root, seed=0, samples_per_episode=1)[0]
     assert sample["instruction"] == "transfer the cube to the other arm"
     assert sample["frame_indices"][0] == sample["cond_index"]

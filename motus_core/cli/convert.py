@@ -17,7 +17,7 @@ from typing import Sequence
 from motus_core.cli.text_encoder import add_text_encoder_args, text_encoder_from_args
 from motus_core.data.convert import ConvertConfig, Converter, repair
 from motus_core.data.extract import SyncOptions
-from motus_core.data.formats import format_names, get_format
+from motus_core.data.formats import ACTION_SOURCES, format_names, get_format
 from motus_core.data.video import VideoOptions
 
 log = logging.getLogger("motus_convert")
@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", nargs="*", default=(), help="only these episode ids")
     p.add_argument("--crf", type=int, default=VideoOptions.crf, help="H.264 quality (lower = better, default %(default)s)")
     p.add_argument("--preset", default=VideoOptions.preset, help="x264 preset (default %(default)s)")
+    p.add_argument("--actions", choices=ACTION_SOURCES, default="auto",
+                   help="training targets: 'leader' = the recorded leader/command stream (actions/ beside qpos/; LeRobot's "
+                        "action), 'follower' = the follower's future positions (the official Motus loaders), 'auto' "
+                        "(default) = leader when the episode recorded one")
     p.add_argument("--robotwin-split", default="clean", help="robotwin format: split folder (clean or randomized)")
     p.add_argument("--repair", action="store_true", help="finish the bags of crashed recordings and mark them incomplete, then exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -71,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         video=VideoOptions(fps=args.fps, crf=args.crf, preset=args.preset),
         text_encoder=encoder,
         embedding_cache=args.embedding_cache or (args.output_dir / ".embedding_cache" if encoder is not None else None),
-        robotwin_split=args.robotwin_split, episodes=tuple(args.episodes), progress=not args.quiet,
+        robotwin_split=args.robotwin_split, episodes=tuple(args.episodes), progress=not args.quiet, actions=args.actions,
     )
     try:
         summary = Converter(cfg).run()

@@ -51,7 +51,7 @@ from motus_core.data.episode import (
     mark_incomplete,
 )
 from motus_core.data.extract import ExtractionError, Extracted, SyncOptions, extract_episode
-from motus_core.data.formats import OutputFormat, get_format
+from motus_core.data.formats import ACTION_SOURCES, OutputFormat, get_format
 from motus_core.data.images import ImageError
 from motus_core.data.motus_layout import DatasetError, atomic_write_text
 from motus_core.data.sync import SyncError
@@ -81,6 +81,11 @@ class ConvertConfig:
     robotwin_split: str = "clean"
     episodes: tuple[str, ...] = ()  # only these episode ids (default: all)
     progress: bool = True
+    actions: str = "auto"  # training targets: formats.ACTION_SOURCES
+
+    def __post_init__(self):
+        if self.actions not in ACTION_SOURCES:
+            raise ValueError(f"actions must be one of {ACTION_SOURCES}, got {self.actions!r}")
 
     def options_key(self) -> str:
         """Everything that changes the converted bytes of an episode."""
@@ -89,6 +94,7 @@ class ConvertConfig:
         blob = json.dumps({
             "format": self.format, "task": self.task, "sync": asdict(self.sync), "video": asdict(self.video),
             "text_encoder": enc, "embedding_dtype": str(self.embedding_dtype), "split": self.robotwin_split,
+            "actions": self.actions,
         }, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -6,8 +6,9 @@ decoded and handed to ``on_frame`` right away (the converter encodes them), join
 assembled as-of the frame stamps at the end.
 
 What goes where (teleoperation): ``qpos`` = the **follower** arms (profile ``state`` topics) at
-each frame - Motus trains on future follower qpos as its actions; ``leader`` = the **leader** arms
-(profile ``leader`` topics), what the operator commanded - LeRobot's ``action``.
+each frame - the state; ``leader`` = the **leader** arms (profile ``leader`` topics; the scripted
+demonstrator publishes its commands there), what the operator commanded - LeRobot's ``action`` and,
+by default, the Motus layout's ``actions/`` (the training targets; see ``motus_layout``).
 """
 from __future__ import annotations
 

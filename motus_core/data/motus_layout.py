@@ -4,6 +4,8 @@
 
     <root>/<task>/videos/<id>.mp4         T-shaped three-camera mosaic, 30 fps (H.264 here)
     <root>/<task>/qpos/<id>.pt            torch float32 [T, 14], row t = follower joints at video frame t
+    <root>/<task>/actions/<id>.pt         optional, torch float32 [T, 14], row t = the commanded joints
+                                          (leader arms / command stream) as of video frame t
     <root>/<task>/instructions/<id>.txt   the instruction (whole file)
     <root>/<task>/instructions/<id>.pt    its umT5 embedding, tensor [L, D] (D = 4096 for Wan2.2's umT5-XXL)
     <root>/stat.json                      min/max per robot (official structure, ``preprocessing.write_stats``)
@@ -11,6 +13,14 @@
 The official loaders also accept one ``<name>.txt`` + ``<name>.pt`` for all episodes of a task, or
 ``<task_name>.txt/.pt``, or embeddings in ``umt5_wan/``; ``resolve_instruction`` follows the same
 order, and the RoboTwin layout (``metas/`` + ``umt5_wan/`` lists) is read too.
+
+``actions/`` is this project's addition. The official loaders train on future *measured* qpos
+(``action_sequence = qpos[c+1 .. c+K]``). With ``actions/<id>.pt`` the reader takes the targets from
+it instead (same indices), and the state stays the measured qpos. Why: a gripper closed on an object
+is measured where the object stops it, not where it was commanded, so replaying measured joints holds
+nothing (``bench/replay_targets.py``: 0/10 transfers against 10/10 for the commands); ALOHA/LeRobot
+train on the leader arm, and the official RoboTwin converter stores the *commanded* joint vector as
+qpos for the same reason. Loaders that do not know ``actions/`` ignore it.
 
 Writes are atomic (temp file + rename) and the qpos file is renamed last, so an interrupted write
 never leaves an episode that a loader would pick up half-written.
@@ -82,6 +92,7 @@ class EpisodeFiles:
     instruction: Path
     embedding: Path | None
     frames: int
+    actions: Path | None = None
 
 
 class StreamingEpisode(abc.ABC):
@@ -102,6 +113,7 @@ class StreamingEpisode(abc.ABC):
             (self.task_dir / sub).mkdir(parents=True, exist_ok=True)
         self.video = self.task_dir / "videos" / f"{stem}.mp4"
         self.qpos_path = self.task_dir / "qpos" / f"{stem}.pt"
+        self.actions_path = self.task_dir / "actions" / f"{stem}.pt"
         # an older version of this episode disappears from loaders before anything is rewritten
         self.qpos_path.unlink(missing_ok=True)
         self._tmp_video = _tmp(self.video)
@@ -125,9 +137,15 @@ class StreamingEpisode(abc.ABC):
     def _remove(self) -> None:
         """Delete every file of this episode."""
 
-    def commit(self, qpos, instruction: str, embedding: torch.Tensor | None = None) -> EpisodeFiles:
+    def commit(self, qpos, instruction: str, embedding: torch.Tensor | None = None, actions=None) -> EpisodeFiles:
+        """``actions``: the commanded joints per frame (``[T, 14]`` like ``qpos``), or None for none."""
         try:
             q = check_qpos(qpos)
+            a = None
+            if actions is not None:
+                a = check_qpos(actions, what=f"episode {self.stem} actions")
+                if a.shape != q.shape:
+                    raise DatasetError(f"episode {self.stem}: actions have shape {a.shape}, qpos {q.shape}")
             if not isinstance(instruction, str) or not instruction.strip():
                 raise DatasetError(f"episode {self.stem}: empty instruction")
             self._check(instruction, embedding)
@@ -139,8 +157,14 @@ class StreamingEpisode(abc.ABC):
             raise
         os.replace(self._tmp_video, self.video)
         text_path, emb_path = self._write_instruction(instruction.strip(), embedding)
+        if a is not None:
+            self.actions_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_torch_save(self.actions_path, torch.from_numpy(np.ascontiguousarray(a)))
+        else:  # a rewrite without actions must not leave an older episode's targets behind
+            self.actions_path.unlink(missing_ok=True)
         atomic_torch_save(self.qpos_path, torch.from_numpy(np.ascontiguousarray(q)))
-        return EpisodeFiles(video=self.video, qpos=self.qpos_path, instruction=text_path, embedding=emb_path, frames=len(q))
+        return EpisodeFiles(video=self.video, qpos=self.qpos_path, instruction=text_path, embedding=emb_path, frames=len(q),
+                            actions=self.actions_path if a is not None else None)
 
     def abort(self) -> None:
         self._writer.abort()
@@ -182,13 +206,15 @@ def write_episode(
     instruction: str,
     embedding: torch.Tensor | None = None,
     *,
+    actions=None,
     video_options: VideoOptions = VideoOptions(),
 ) -> EpisodeFiles:
     """Write one episode into ``task_dir`` in the Motus real-robot layout.
 
     ``mosaic_frames``: uint8 RGB mosaics ``[T, H, W, 3]`` (array or iterable, streamed to the encoder);
     ``qpos``: ``[T, 14]`` follower joint positions aligned with the frames; ``embedding``: the
-    instruction's umT5 embedding ``[L, D]`` (optional). Raises ``DatasetError`` if the frame count
+    instruction's umT5 embedding ``[L, D]`` (optional); ``actions``: ``[T, 14]`` commanded joints
+    (optional, the training targets when present). Raises ``DatasetError`` if the frame count
     differs from ``len(qpos)``; nothing of the episode is left behind then.
     """
     check_episode_id(episode_id)
@@ -202,13 +228,14 @@ def write_episode(
     except BaseException:
         writer.abort()
         raise
-    return writer.commit(q, instruction, embedding)
+    return writer.commit(q, instruction, embedding, actions=actions)
 
 
 def remove_episode(task_dir: str | Path, episode_id: str) -> None:
     """Delete an episode's files (qpos first, so it disappears from loaders at once)."""
     task_dir = Path(task_dir)
-    for rel in (f"qpos/{episode_id}.pt", f"videos/{episode_id}.mp4", f"instructions/{episode_id}.txt", f"instructions/{episode_id}.pt"):
+    for rel in (f"qpos/{episode_id}.pt", f"actions/{episode_id}.pt", f"videos/{episode_id}.mp4", f"instructions/{episode_id}.txt",
+                f"instructions/{episode_id}.pt"):
         (task_dir / rel).unlink(missing_ok=True)
 
 
@@ -224,6 +251,7 @@ class EpisodeRef:
     task_dir: Path
     video: Path
     qpos: Path
+    actions: Path | None = None  # the commanded joints, when the dataset has them (training targets)
 
     @property
     def name(self) -> str:
@@ -251,7 +279,7 @@ def find_task_dirs(root: str | Path) -> list[Path]:
         d = Path(dirpath)
         if _is_task_dir(d):
             out.append(d)
-            dirnames[:] = [x for x in dirnames if x not in ("videos", "qpos", "instructions", "umt5_wan", "metas")]
+            dirnames[:] = [x for x in dirnames if x not in ("videos", "qpos", "actions", "instructions", "umt5_wan", "metas")]
     return out
 
 
@@ -262,7 +290,9 @@ def find_episodes(root: str | Path) -> list[EpisodeRef]:
         for q in sorted((task_dir / "qpos").glob("*.pt"), key=lambda p: _numeric_first(p.stem)):
             video = task_dir / "videos" / f"{q.stem}.mp4"
             if video.is_file():
-                refs.append(EpisodeRef(task=task_dir.name, episode_id=q.stem, task_dir=task_dir, video=video, qpos=q))
+                actions = task_dir / "actions" / q.name
+                refs.append(EpisodeRef(task=task_dir.name, episode_id=q.stem, task_dir=task_dir, video=video, qpos=q,
+                                       actions=actions if actions.is_file() else None))
     return refs
 
 
@@ -271,6 +301,21 @@ def load_qpos(path: str | Path) -> np.ndarray:
     if isinstance(data, torch.Tensor):
         return data.float().numpy()
     return np.asarray(data, dtype=np.float32)
+
+
+def load_targets(ref: EpisodeRef, qpos: np.ndarray | None = None) -> np.ndarray:
+    """An episode's action targets per frame: ``actions/`` when it has them, else its qpos (official).
+
+    The actions must have exactly the qpos' shape (one row per video frame): anything else is a
+    ``DatasetError``, never a silently shifted target.
+    """
+    q = load_qpos(ref.qpos) if qpos is None else qpos
+    if ref.actions is None:
+        return q
+    a = load_qpos(ref.actions)
+    if a.shape != q.shape:
+        raise DatasetError(f"episode {ref.name}: actions have shape {a.shape}, qpos {q.shape}")
+    return a
 
 
 def _read_text(path: Path) -> str:
@@ -349,16 +394,21 @@ def load_embedding(path: Path, rng=None) -> tuple[torch.Tensor, int]:
 # ------------------------------------------------------------------------------------------- stats
 
 
-def compute_stats(qpos_arrays: Sequence[np.ndarray], name: str = "") -> tuple[MinMaxNormalizer, dict]:
-    """Per-dimension min/max over all rows of all episodes (official ``calc_stat.py``) + its extra fields."""
+def compute_stats(qpos_arrays: Sequence[np.ndarray], name: str = "", file_count: int | None = None) -> tuple[MinMaxNormalizer, dict]:
+    """Per-dimension min/max over all rows of all arrays (official ``calc_stat.py``) + its extra fields.
+
+    One normaliser serves the state (qpos) and the targets, so datasets with ``actions/`` pass both
+    arrays of each episode (``file_count``: the episodes).
+    """
     if not qpos_arrays:
         raise DatasetError("cannot compute statistics of zero episodes")
     t0 = time.perf_counter()
     mins = np.min([np.min(q, axis=0) for q in qpos_arrays], axis=0)
     maxs = np.max([np.max(q, axis=0) for q in qpos_arrays], axis=0)
+    n = len(qpos_arrays) if file_count is None else int(file_count)
     extra = {
-        "file_count": len(qpos_arrays),
-        "total_files_scanned": len(qpos_arrays),
+        "file_count": n,
+        "total_files_scanned": n,
         "processing_time_seconds": time.perf_counter() - t0,
         "num_processes_used": 1,
     }
@@ -366,11 +416,11 @@ def compute_stats(qpos_arrays: Sequence[np.ndarray], name: str = "") -> tuple[Mi
 
 
 def write_dataset_stats(root: str | Path, key: str, refs: Sequence[EpisodeRef] | None = None) -> Path:
-    """Compute min/max over the qpos of ``refs`` (default: all episodes under ``root``) into ``root/stat.json``."""
+    """Compute min/max over the qpos and actions of ``refs`` (default: all episodes under ``root``) into ``root/stat.json``."""
     root = Path(root)
     refs = list(refs) if refs is not None else find_episodes(root)
-    arrays = [load_qpos(r.qpos) for r in refs]
-    norm, extra = compute_stats(arrays, name=key)
+    arrays = [load_qpos(r.qpos) for r in refs] + [load_qpos(r.actions) for r in refs if r.actions is not None]
+    norm, extra = compute_stats(arrays, name=key, file_count=len(refs))
     path = root / "stat.json"
     write_stats(path, key, norm, **extra)
     return path
@@ -383,6 +433,6 @@ def read_stat_file(path: str | Path) -> dict:
 __all__ = [
     "DatasetError", "EpisodeFiles", "EpisodeWriter", "EpisodeRef", "InstructionSource", "VideoError", "VideoOptions",
     "atomic_write_text", "atomic_torch_save", "check_episode_id", "check_qpos", "compute_stats",
-    "find_episodes", "find_task_dirs", "load_embedding", "load_qpos", "read_stat_file",
+    "find_episodes", "find_task_dirs", "load_embedding", "load_qpos", "load_targets", "read_stat_file",
     "remove_episode", "resolve_instruction", "write_dataset_stats", "write_episode",
 ]

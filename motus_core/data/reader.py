@@ -7,7 +7,9 @@ loaders), with ``K = num_video_frames * video_action_freq_ratio`` and ``g = glob
 * action indices ``c + (i+1)*g`` for ``i < K``, clamped to ``T - 1``;
 * video indices ``action_idx[(j+1)*ratio - 1]`` for ``j < num_video_frames``;
 * ``initial_state = qpos[c]``, ``action_sequence = qpos[action_idx]`` (future follower qpos as
-  actions), both min-max normalised with ``stat.json[stats_key]``;
+  actions), both min-max normalised with ``stat.json[stats_key]``. Where the episode has
+  ``actions/<id>.pt`` (the recorded commands, this project's addition; see ``motus_layout``),
+  ``action_sequence = actions[action_idx]``, same indices, and the state stays ``qpos[c]``;
 * frames: mosaic -> ``resize_with_padding`` to (384, 320) -> float [0, 1], channels first.
 
 With the defaults (8 frames, ratio 6, g 1) and 30 Hz episodes: actions are qpos[c+1 .. c+48] at
@@ -43,6 +45,7 @@ from motus_core.data.motus_layout import (
     find_episodes,
     load_embedding,
     load_qpos,
+    load_targets,
     read_stat_file,
     resolve_instruction,
 )
@@ -207,7 +210,7 @@ class MotusDataset(Dataset):
         chw = np.stack([to_unit_chw(im) for im in model_images])
         qpos = load_qpos(ref.qpos)
         state = qpos[idx.cond]
-        actions = qpos[list(idx.actions)]
+        actions = load_targets(ref, qpos)[list(idx.actions)]
         if self.normalizer is not None:
             state = self.normalizer.normalize(state)
             actions = self.normalizer.normalize(actions)

@@ -3,7 +3,8 @@
 Source (the part after ``replay:`` in the policy spec):
 
 * a ``.npy`` or ``.pt`` file holding a ``[T, dof]`` array/tensor (e.g. a Motus-layout ``qpos/<id>.pt``);
-* ``<dataset root>#<episode>``: an episode of a Motus-layout dataset (``motus_core.data.motus_layout``),
+* ``<dataset root>#<episode>``: an episode of a Motus-layout dataset (``motus_core.data.motus_layout``; its
+  training targets: ``actions/`` when it has them, else ``qpos/``),
   ``<episode>`` being its index in ``find_episodes`` order or its ``task/id`` name.
 
 A chunk answers one observation with the recording after it: ``actions[k] = traj[i + 1 + k]``,
@@ -41,7 +42,7 @@ def load_trajectory(source: str | Path) -> np.ndarray:
     src = str(source)
     if "#" in src:
         root, _, which = src.rpartition("#")
-        from motus_core.data.motus_layout import find_episodes, load_qpos
+        from motus_core.data.motus_layout import DatasetError, find_episodes, load_targets
 
         refs = find_episodes(root)
         if not refs:
@@ -55,7 +56,10 @@ def load_trajectory(source: str | Path) -> np.ndarray:
             ref = next((r for r in refs if r.name == which or r.episode_id == which), None)
             if ref is None:
                 raise PolicyError(f"replay: no episode {which!r} in {root}; e.g. {[r.name for r in refs[:5]]}")
-        data = load_qpos(ref.qpos)
+        try:  # the episode's training targets: its recorded commands when it has them, else its qpos
+            data = load_targets(ref)
+        except DatasetError as exc:
+            raise PolicyError(f"replay: {exc}") from exc
     else:
         path = Path(src).expanduser()
         if not path.is_file():

@@ -6,7 +6,9 @@ is tested end to end. This command is its ROS-free shortcut for building trainin
 simulation: it runs the same physics and scripted demonstrator in-process (:func:`run_episode`),
 renders the three cameras at the dataset rate, builds the mosaic with the shared preprocessing
 module and writes episodes with the same writer as the converter (qpos in the ``sim_aloha`` profile's
-units, which are the simulator's). With ``--ground-truth`` it also stores, per frame, the exact
+units, which are the simulator's; ``actions/`` = the demonstrator's commands, aligned as the converter
+aligns the recorded leader stream: row ``k`` = the command in effect at frame ``k``, i.e. the one
+computed from frame ``k - 1``). With ``--ground-truth`` it also stores, per frame, the exact
 depth, segmentation and the poses needed for exact optical flow (:mod:`.ground_truth`), which
 MoLA's stage II can use instead of learned targets (``stage2.targets: sim``).
 
@@ -27,6 +29,17 @@ import numpy as np
 log = logging.getLogger("motus_sim_dataset")
 
 ROLES = ("high", "left_wrist", "right_wrist")
+
+
+def commands_in_effect(commands) -> np.ndarray:
+    """Per-tick commands (row ``k`` computed from observation ``k``) -> the command in effect at each frame.
+
+    Through ROS, the command computed from frame ``k`` is published a few ms after it, so the
+    converter's as-of alignment of the leader stream puts it at frame ``k + 1``; before the first
+    command the first one is held. This gives the ROS-free datasets the same targets.
+    """
+    c = np.asarray(commands, np.float32)
+    return np.concatenate([c[:1], c[:-1]]) if len(c) else c
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,7 @@ def generate(out_dir: str | Path, opts: SimDatasetOptions, *, text_encoder=None,
     marker = _done_marker(task_dir)
     settings = {k: v for k, v in asdict(opts).items() if k not in ("episodes", "first_seed")}
     settings["ground_truth"] = list(opts.ground_truth)
+    settings["actions"] = "commands"  # earlier datasets trained on future qpos only: not to be mixed
     done: dict = {}
     if marker.is_file():
         prev = json.loads(marker.read_text())
@@ -96,14 +110,16 @@ def generate(out_dir: str | Path, opts: SimDatasetOptions, *, text_encoder=None,
                 continue
             writer = EpisodeWriter(task_dir, eid, video)
             qpos: list[np.ndarray] = []
+            commands: list[np.ndarray] = []
             if gt is not None:
                 gt.reset()
 
-            def on_tick(obs, _cmd):
+            def on_tick(obs, cmd):
                 for role in ROLES:
                     renderer.render(sim.data, role, out=images[role])
                 writer.add_frame(make_mosaic_from_roles(images))
                 qpos.append(np.asarray(obs.q, np.float32))
+                commands.append(np.asarray(cmd, np.float32))
                 if gt is not None:
                     gt.add(sim.data)
 
@@ -116,7 +132,7 @@ def generate(out_dir: str | Path, opts: SimDatasetOptions, *, text_encoder=None,
                 else:
                     if gt is not None:
                         gt.save(ground_truth_path(task_dir, eid))
-                    writer.commit(np.stack(qpos), instruction, embedding)
+                    writer.commit(np.stack(qpos), instruction, embedding, actions=commands_in_effect(commands))
                     done[str(seed)] = {"episode": eid, "success": bool(result.success), "frames": len(qpos)}
             except BaseException:
                 writer.abort()

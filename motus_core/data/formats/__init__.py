@@ -33,8 +33,29 @@ if TYPE_CHECKING:  # pragma: no cover
     from motus_core.data.extract import Extracted
 
 EMBEDDINGS = ("none", "optional", "required")
+# Where the training targets come from (``motus-convert --actions``): the recorded leader / command
+# stream, the follower's own future positions, or the leader when the episode recorded one.
+ACTION_SOURCES = ("auto", "leader", "follower")
 _REGISTRY: dict[str, type["OutputFormat"]] = {}
 _LOADED = False
+
+
+def commanded_actions(ex: "Extracted", source: str):
+    """The episode's commanded joints ``[T, dof]`` for ``source``, or None for the follower's future qpos.
+
+    ``leader`` without a recorded leader stream is an error (the episode would silently train on
+    something else than asked).
+    """
+    if source not in ACTION_SOURCES:
+        raise ValueError(f"action source {source!r} is not one of {ACTION_SOURCES}")
+    if source == "follower":
+        return None
+    if ex.leader is None and source == "leader":
+        from motus_core.data.motus_layout import DatasetError
+
+        raise DatasetError(f"episode {ex.episode_id}: --actions leader, but no leader/command stream was recorded "
+                           f"(--actions follower trains on the follower's future positions)")
+    return ex.leader
 
 
 class EpisodeSink(abc.ABC):

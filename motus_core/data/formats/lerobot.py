@@ -5,7 +5,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from motus_core.data.formats import EpisodeSink, OutputFormat, register_format
+from motus_core.data.formats import EpisodeSink, OutputFormat, commanded_actions, register_format
 
 CAMERA_ROLES = ("high", "left_wrist", "right_wrist")
 
@@ -24,9 +24,11 @@ class _LeRobotEpisode(EpisodeSink):
     def commit(self, ex, embedding: Any) -> dict:
         if self.staged is None:
             raise ValueError(f"LeRobot episode {ex.episode_id}: no frames")
-        # LeRobot "action" = what the teleoperator commanded (leader); without a leader, the
-        # follower's next position (the Motus convention of future qpos as actions).
-        action = ex.leader if ex.leader is not None else np.concatenate([ex.qpos[1:], ex.qpos[-1:]])
+        # LeRobot "action" = what the teleoperator commanded (leader); without one (or with
+        # --actions follower), the follower's next position (the Motus convention of future qpos).
+        action = commanded_actions(ex, self.fmt.cfg.actions)
+        if action is None:
+            action = np.concatenate([ex.qpos[1:], ex.qpos[-1:]])
         self.staged.commit(ex.qpos, action, ex.instruction)
         return {"name": ex.episode_id}
 

@@ -3,7 +3,8 @@
 :class:`MolaDataset` wraps :class:`motus_core.data.reader.MotusDataset` with MoLA's clip geometry:
 ``num_video_frames = F - 1`` frames after the condition frame at ``frame_stride`` control steps, so the
 imagined clip is ``[c, c+s, ..., c+(F-1)s]`` (ours: 16 frames at 3 steps = 1.6 s at 30 Hz), and the
-action chunk is the first ``chunk_length`` of the reader's ``qpos[c+1 ..]`` targets. The reader is
+action chunk is the first ``chunk_length`` of the reader's targets (``actions[c+1 ..]``, or ``qpos[c+1 ..]``
+without ``actions/``). The reader is
 asked for frames at the mosaic's native size (no resize), each frame is split into cameras and
 letterboxed with :func:`motus_core.preprocessing.mosaic_camera_images` - the same function the policy
 applies to live observations. State and actions are the reader's min-max normalised values in

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from motus_core.data.motus_layout import DatasetError, EpisodeRef, find_episodes, load_embedding, load_qpos, read_stat_file, resolve_instruction
+from motus_core.data.motus_layout import DatasetError, EpisodeRef, find_episodes, load_embedding, load_qpos, load_targets, read_stat_file, resolve_instruction
 from motus_core.data.reader import FrameCache, MotusDataset, collate as reader_collate
 from motus_core.data.video import VideoError, video_info
 from motus_core.preprocessing import MinMaxNormalizer, PreprocessingError, load_stats
@@ -67,6 +67,17 @@ def check_episode(ref: EpisodeRef, *, chunk: int, downsample: int, text_dim: int
     if bad.any():
         r, c = np.argwhere(bad)[0].tolist()
         return f"qpos contains NaN/inf (first at frame {r}, joint {c})"
+    if ref.actions is not None:
+        try:
+            actions = load_targets(ref, qpos)
+        except DatasetError as exc:
+            return str(exc).removeprefix(f"episode {ref.name}: ")
+        except Exception as exc:  # noqa: BLE001
+            return f"unreadable actions ({exc})"
+        bad = ~np.isfinite(actions)
+        if bad.any():
+            r, c = np.argwhere(bad)[0].tolist()
+            return f"actions contain NaN/inf (first at frame {r}, joint {c})"
     try:
         n_video = video_info(ref.video).frames
     except (VideoError, OSError, ValueError) as exc:
@@ -178,6 +189,12 @@ def open_data(cfg: DataSection, model_cfg: MotusConfig, prompt, *, seed: int, ca
             good.append(ref)
     if not good:
         raise DatasetError(f"no usable episode under {root}: " + "; ".join(f"{s.episode}: {s.reason}" for s in skipped))
+    commanded = sum(r.actions is not None for r in good)
+    if 0 < commanded < len(good):
+        log.warning("%d episodes train on their recorded commands (actions/), %d on future follower positions (no actions/): "
+                    "one dataset should use one kind of target (re-convert with the same --actions)", commanded, len(good) - commanded)
+    else:
+        log.info("action targets: %s", "the recorded commands (actions/)" if commanded else "future follower positions (qpos)")
     normalizer, key = _normalizer(cfg, root)
     if normalizer is not None and normalizer.dim != model_cfg.action_dim:
         raise DatasetError(f"statistics {key!r} have {normalizer.dim} joints, the model {model_cfg.action_dim}")
