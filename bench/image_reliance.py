@@ -5,7 +5,9 @@ with each frame's own images and with another episode's images at the same frame
 
 Held-out demonstrations come from the scripted demonstrator (ROS-free, cameras rendered at the
 profile's size) on seeds the proof never records or evaluates on. For each condition frame the mean
-|chunk - demonstrated future joints| (joint units) is reported with the own images, with another
+|chunk - demonstrated future targets| (joint units; ``--targets commands``, the default: the
+demonstrator's commands in effect at each frame, what ``motus-convert`` writes to ``actions/``;
+``--targets measured``: the future measured joints, for checkpoints trained before) is reported with the own images, with another
 episode's images, and for the mean future of the other episodes (what a model that ignores the cube
 would predict at best). A ratio other/own near 1.00 means the actions do not depend on the images;
 for transfer_cube, where the cube's position is only in the images, such a policy cannot succeed
@@ -32,10 +34,10 @@ INSTRUCTION = "transfer the cube to the other arm"
 FRAMES = (0, 30, 60, 90, 120, 150)
 
 
-def demonstrations(seeds: range) -> list[tuple[list[dict], np.ndarray]]:
+def demonstrations(seeds: range) -> list[tuple[list[dict], np.ndarray, np.ndarray]]:
     from motus_core.robot_profile import load_profile
     from motus_core.sim import AlohaSim
-    from motus_core.sim.dataset import ROLES
+    from motus_core.sim.dataset import ROLES, commands_in_effect
     from motus_core.sim.demonstrator import ScriptedDemonstrator, run_episode
     from motus_core.sim.render import CameraRenderer
 
@@ -44,11 +46,12 @@ def demonstrations(seeds: range) -> list[tuple[list[dict], np.ndarray]]:
     for seed in seeds:
         sim = AlohaSim(TASK)
         renderer = CameraRenderer(sim.model, cam.width, cam.height, ROLES)
-        frames, q = [], []
+        frames, q, cmds = [], [], []
 
-        def tick(obs, _cmd):
+        def tick(obs, cmd):
             frames.append({role: renderer.render(sim.data, role).copy() for role in ROLES})
             q.append(np.asarray(obs.q, np.float64))
+            cmds.append(np.asarray(cmd, np.float64))
 
         try:
             if not run_episode(sim, ScriptedDemonstrator(TASK), seed, on_tick=tick).success:
@@ -56,7 +59,7 @@ def demonstrations(seeds: range) -> list[tuple[list[dict], np.ndarray]]:
                 continue
         finally:
             renderer.close()
-        out.append((frames, np.asarray(q)))
+        out.append((frames, np.asarray(q), commands_in_effect(cmds).astype(np.float64)))
     return out
 
 
@@ -64,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--policy", required=True, help="a policy directory (motus-train checkpoint)")
     ap.add_argument("--seeds", default="2000:2006", help="held-out demonstration seeds A:B (default 2000:2006)")
+    ap.add_argument("--targets", choices=("commands", "measured"), default="commands",
+                    help="what the chunks are compared with: the demonstrator's commands (default; the datasets' actions/) "
+                         "or the future measured joints (checkpoints trained on qpos)")
     ns = ap.parse_args(argv)
     from motus_core.policies import load_policy
     from motus_core.policy.base import Observation, PolicyRequest
@@ -84,15 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for c in FRAMES:
             own, other, mean_future = [], [], []
-            for i, (frames, q) in enumerate(eps):
+            for i, (frames, q, cmd) in enumerate(eps):
                 k = 48
                 if c + k + 1 > len(q):
                     continue
-                target = q[c + 1:c + 1 + k]
+                ref = cmd if ns.targets == "commands" else q
+                target = ref[c + 1:c + 1 + k]
                 own.append(np.abs(predict(frames[c], q[c], c)[:k] - target).mean())
                 frames_j = eps[(i + 1) % len(eps)][0]
                 other.append(np.abs(predict(frames_j[min(c, len(frames_j) - 1)], q[c], c)[:k] - target).mean())
-                others = [e[1][c + 1:c + 1 + k] for j, e in enumerate(eps) if j != i and c + k + 1 <= len(e[1])]
+                col = 2 if ns.targets == "commands" else 1
+                others = [e[col][c + 1:c + 1 + k] for j, e in enumerate(eps) if j != i and c + k + 1 <= len(e[1])]
                 mean_future.append(np.abs(np.mean(others, axis=0) - target).mean())
             if own:
                 row = {"frame": c, "own_error": float(np.mean(own)), "other_images_error": float(np.mean(other)),
@@ -103,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"(x{row['image_reliance']:.3f}), other episodes' mean future {row['mean_future_error']:.4f}", flush=True)
     finally:
         policy.close()
-    summary = {"policy": ns.policy, "seeds": ns.seeds, "episodes": len(eps),
+    summary = {"policy": ns.policy, "seeds": ns.seeds, "targets": ns.targets, "episodes": len(eps),
                "own_error": float(np.mean([r["own_error"] for r in rows])),
                "other_images_error": float(np.mean([r["other_images_error"] for r in rows])),
                "mean_future_error": float(np.mean([r["mean_future_error"] for r in rows])), "frames": rows}

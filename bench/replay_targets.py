@@ -6,8 +6,9 @@ For each seed the scripted demonstrator runs once (ROS-free, no rendering) and i
 and measured joint positions are kept. The same episode is then replayed from the same reset with:
 
 * ``commands``: what the demonstrator commanded (a leader arm's stream, LeRobot's ``action``);
-* ``measured_next``: the measured joint positions one control tick ahead. This is what Motus trains its
-  actions on ("future qpos as action"), i.e. what a perfect model of the training data would command;
+* ``measured_next``: the measured joint positions one control tick ahead. This is what the official Motus
+  loaders train the actions on ("future qpos as action"; ``motus-convert --actions follower``), i.e. what
+  a perfect model of such training data would command;
 * ``measured_next_grippers_offset``: the same with both grippers ``--offset`` more open (a model's error);
 * ``measured_arms_commanded_grippers``: measured arms, commanded grippers.
 
