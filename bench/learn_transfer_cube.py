@@ -248,12 +248,12 @@ def stage_train(ns, work: Path, data: dict) -> dict:
            f"output_dir={train}", f"train.keep_checkpoints={ns.keep_checkpoints}", f"train.device={ns.device}", *ns.train_override]
     t0 = time.monotonic()
     try:
-        rc = _run(cmd, train / "train.log")
+        rc = _run(cmd, train / "console.log")  # motus-train writes train.log itself: the same lines once
     finally:
         timing.write_text(json.dumps({"seconds": spent + time.monotonic() - t0}))
     summary = _train_summary(train)
     if rc != 0 or not summary.get("finished"):
-        raise SystemExit(f"train: motus-train exited with {rc} (finished: {summary.get('finished')}); re-run to resume (see {train / 'train.log'})")
+        raise SystemExit(f"train: motus-train exited with {rc} (finished: {summary.get('finished')}); re-run to resume (see {train / 'train.log'} and {train / 'console.log'})")
     minutes = (spent + time.monotonic() - t0) / 60
     if minutes < 1.0 and (train / "frozen").exists() and (train / "final").exists():
         # trained outside this bench (same command, e.g. started by hand): from the run's own files, the

@@ -146,6 +146,18 @@ def test_bag_holds_exactly_what_the_simulator_published(recorded):
         assert total > 0 and matched >= 0.7 * total, (topics, matched, total)
 
 
+def _recorded_joints(bag, topic: str, joint_names) -> tuple[np.ndarray, np.ndarray]:
+    """Stamps and joint vectors (in ``joint_names`` order) of a recorded JointState topic, by stamp."""
+    stamps, values = [], []
+    for m in read_messages(bag, {topic}):
+        st, names, pos = parse_joint_state_cdr(m.data)
+        lookup = {n: k for k, n in enumerate(names)}
+        stamps.append(st)
+        values.append([pos[lookup[n]] for n in joint_names])
+    order = np.argsort(stamps)
+    return np.asarray(stamps)[order], np.asarray(values, np.float32)[order]
+
+
 def test_dataset_frames_qpos_instructions_stats(converted):
     work, obs, profile, summary, encoder = converted
     out = work / "dataset"
@@ -178,26 +190,12 @@ def test_dataset_frames_qpos_instructions_stats(converted):
         torch.testing.assert_close(emb.float(), encoder.encode([TASK_INSTRUCTION])[0].to(torch.bfloat16).float())
         all_q.append(qpos)
         # qpos = the recorded follower joint states (byte-identical to the simulator's, test above), as-of each frame
-        rec_stamps, rec_q = [], []
-        for m in read_messages(ep_meta.bag, {profile.state_sources[0].topic}):
-            st, names, pos = parse_joint_state_cdr(m.data)
-            lookup = {n: k for k, n in enumerate(names)}
-            rec_stamps.append(st)
-            rec_q.append([pos[lookup[n]] for n in src_names])
-        order = np.argsort(rec_stamps)
-        rec_stamps, rec_q = np.asarray(rec_stamps)[order], np.asarray(rec_q, np.float32)[order]
+        rec_stamps, rec_q = _recorded_joints(ep_meta.bag, profile.state_sources[0].topic, src_names)
         idx = np.searchsorted(rec_stamps, stamps, side="right") - 1
         assert (idx >= 0).all() and ((stamps - rec_stamps[idx]) <= 0.1 * NS).all()
         np.testing.assert_array_equal(qpos, rec_q[idx])
         # the training targets = the demonstrator's commands (its leader stream) as of the same frames
-        lead_stamps, lead_q = [], []
-        for m in read_messages(ep_meta.bag, {profile.leader_sources[0].topic}):
-            st, names, pos = parse_joint_state_cdr(m.data)
-            lookup = {n: k for k, n in enumerate(names)}
-            lead_stamps.append(st)
-            lead_q.append([pos[lookup[n]] for n in src_names])
-        order = np.argsort(lead_stamps)
-        lead_stamps, lead_q = np.asarray(lead_stamps)[order], np.asarray(lead_q, np.float32)[order]
+        lead_stamps, lead_q = _recorded_joints(ep_meta.bag, profile.leader_sources[0].topic, src_names)
         lidx = np.maximum(np.searchsorted(lead_stamps, stamps, side="right") - 1, 0)  # before the first command: the first
         actions = torch.load(ref.actions).numpy()
         np.testing.assert_array_equal(actions, lead_q[lidx])
