@@ -11,11 +11,14 @@
   node twice (the terminal signals the whole process group, then launch forwards SIGINT), and a second
   KeyboardInterrupt inside the clean-up would print a traceback and end the process by the signal
   (launch: "process has died ... exit code -2").
+* A Ctrl-C that lands in a finalizer or weakref callback (where Python prints and drops exceptions)
+  is delivered again right after it, without a traceback (``_interrupt_once``).
 * A node that cannot be built from its parameters (``ValueError``/``SystemExit`` in its constructor)
   prints why and exits with 2 instead of a traceback.
 """
 from __future__ import annotations
 
+import _thread
 import signal
 import sys
 import threading
@@ -27,6 +30,8 @@ from rclpy.executors import ExternalShutdownException
 
 N = TypeVar("N")
 SHUTDOWN_GRACE = 0.5  # s
+_DEFAULT_UNRAISABLEHOOK = sys.unraisablehook
+REDELIVER_DELAY = 0.01  # s
 
 
 def _shutting_down(grace: float = SHUTDOWN_GRACE) -> bool:
@@ -52,31 +57,39 @@ def _ignore_sigint() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _in_finalizer(frame) -> bool:
-    """The signal arrived while an object's ``__del__`` ran (garbage collection: rclpy's Task, ...).
-    Python prints an exception raised there ("Exception ignored in ...") and drops it, so raising would
-    print a traceback and lose the interrupt; rclpy's own handler still shuts the context down, which
-    ends the spin."""
-    while frame is not None:
-        if frame.f_code.co_name == "__del__":
-            return True
-        frame = frame.f_back
-    return False
-
-
 def _interrupt_once() -> None:
     """SIGINT raises KeyboardInterrupt the first time only (installed before rclpy, whose own handler
-    shuts the context down and then chains to this one)."""
+    shuts the context down and then chains to this one).
+
+    A KeyboardInterrupt raised while Python runs a finalizer or a weakref callback (garbage
+    collection: rclpy's Task ``__del__``, importlib's module-lock callback while a model is being
+    imported) cannot propagate: Python prints it as "Exception ignored in ..." and drops it, and a
+    policy that was loading would go on loading. The unraisable hook catches exactly that case,
+    prints nothing, and delivers the interrupt again in the main thread once the callback is over.
+    """
     if threading.current_thread() is not threading.main_thread():
         return
-    seen = []
+    state = {"raised": False, "owed": False}
 
     def handler(signum, frame):
-        seen.append(signum)
-        if len(seen) == 1 and not _in_finalizer(frame):
-            raise KeyboardInterrupt
+        if state["raised"] and not state["owed"]:
+            return  # a second Ctrl-C (launch forwards the terminal's)
+        state["raised"], state["owed"] = True, False
+        raise KeyboardInterrupt
+
+    def redeliver():
+        time.sleep(REDELIVER_DELAY)  # from the main thread it would run at once, inside the hook
+        _thread.interrupt_main()  # ``handler`` again (not rclpy's: its context is already shut down)
+
+    def unraisable(info):
+        if isinstance(info.exc_value, KeyboardInterrupt) and state["raised"]:
+            state["owed"] = True
+            threading.Thread(target=redeliver, name="redeliver-ctrl-c", daemon=True).start()
+            return
+        _DEFAULT_UNRAISABLEHOOK(info)
 
     signal.signal(signal.SIGINT, handler)
+    sys.unraisablehook = unraisable
 
 
 def _default_spin(node) -> int:
