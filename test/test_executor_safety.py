@@ -207,6 +207,27 @@ def test_a_gripper_command_a_little_beyond_its_stop_is_clamped_an_arm_joint_is_r
     assert "outside" in ex.validator.check(ActionChunk(arm, 1 / 30, 0.0))
 
 
+def test_a_gripper_may_switch_within_one_action_an_arm_joint_may_not(limits, profile):
+    """A policy trained on the demonstrator's commands closes or opens a gripper within an action or two,
+    and successive chunks disagree on when: the sixth proof run rejected most of its chunks for a
+    0.6-0.7 gripper step at the RTC prefix, each rejection stopping the robot. Grippers are left out of
+    the discontinuity check by default (``gripper_step_check``); arm joints are not."""
+    g = profile.gripper_indices[0]
+    base = np.tile(np.asarray(limits.lower) + 0.5 * (limits.upper - limits.lower), (48, 1))
+    snap = base.copy()
+    snap[:4, g], snap[4:, g] = limits.lower[g], limits.upper[g]  # closed, then fully open in one action
+    arm = base.copy()
+    arm[4:, 1] += 0.5
+    ex = ChunkExecutor(ExecutorConfig(), limits, chunk_length=48, step_period=1 / 30)
+    ex.configure_monitors(profile.gripper_indices)
+    assert ex.validator.check(ActionChunk(snap, 1 / 30, 0.0)) is None
+    assert "per-step" in ex.validator.check(ActionChunk(arm, 1 / 30, 0.0))
+    strict = ChunkExecutor(ExecutorConfig(gripper_step_check=True), limits, chunk_length=48, step_period=1 / 30)
+    strict.configure_monitors(profile.gripper_indices)
+    why = strict.validator.check(ActionChunk(snap, 1 / 30, 0.0))
+    assert "per-step" in why and profile.joint_names[g] in why
+
+
 def test_no_motion_without_fresh_joint_states(limits, profile):
     home = np.asarray(profile.home, dtype=float)
     robot = FakeRobot(home)
