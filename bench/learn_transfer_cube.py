@@ -352,6 +352,7 @@ def run_eval(ns, work: Path, policy: Path, strategy: str, seeds: tuple[int, int]
         part.unlink(missing_ok=True)
     else:
         chunk_ms = {}
+        rc = 0
     prev = json.loads(out.read_text()) if out.is_file() else {}
     report = EvalReport(policy=str(policy), task=TASK, strategy=strategy, seeds=list(range(*seeds)), real_time_factor=rtf,
                         time_limit=prev.get("summary", {}).get("time_limit", 0.0) or chunk_ms.get("time_limit", 0.0))
@@ -363,6 +364,10 @@ def run_eval(ns, work: Path, policy: Path, strategy: str, seeds: tuple[int, int]
     out.write_text(json.dumps(data, indent=1))
     for part in old_parts:
         part.unlink(missing_ok=True)
+    if rc != 0 and len(done_eps) < seeds[1] - seeds[0]:
+        # a killed motus-eval: what it finished is kept above (a re-run continues), never reported as the result
+        raise SystemExit(f"eval: motus-eval exited with {rc} after {len(done_eps)} of {seeds[1] - seeds[0]} episodes "
+                         f"(see {out.parent / (out.stem + '.log')}); re-run to continue with the remaining seeds")
     s = data["summary"]
     log(f"eval {policy.name} {strategy}: {s['successes']}/{s['episodes']} successes, rate {s['success_rate']:.2f} "
         f"(95 % Wilson {s['wilson95'][0]:.2f}..{s['wilson95'][1]:.2f})")

@@ -97,6 +97,27 @@ def test_a_killed_evaluation_keeps_its_finished_episodes(tmp_path, monkeypatch):
     assert bench._eval_json_complete(out, (1000, 1008))
 
 
+def test_an_evaluation_killed_by_a_signal_is_not_reported_as_the_result(tmp_path, monkeypatch):
+    """motus-eval killed part-way (SIGTERM) while the bench runs: its episodes are kept for a re-run, and
+    the bench stops instead of reporting 2 of 10 seeds as the strategy's success rate."""
+    import argparse
+
+    out = tmp_path / "final_te.json"
+
+    def killed_run(cmd, log_path):
+        part = Path(cmd[cmd.index("--json") + 1])
+        part.write_text(json.dumps({"episodes": [{"seed": s, "success": True, "outcome": "success"} for s in (1000, 1001)],
+                                    "summary": {"time_limit": 14.5}}))
+        return 130
+
+    monkeypatch.setattr(bench, "_run", killed_run)
+    ns = argparse.Namespace(device="cpu", eval_time_limit=0.0, eval_executor_param=[])
+    with pytest.raises(SystemExit, match="after 2 of 10 episodes"):
+        bench.run_eval(ns, tmp_path, tmp_path / "policy", "temporal_ensemble", (1000, 1010), out, 0.3, videos=False)
+    assert not bench._eval_json_complete(out, (1000, 1010))
+    assert [e["seed"] for e in json.loads(out.read_text())["episodes"]] == [1000, 1001]  # a re-run continues at 1002
+
+
 def test_encoder_probe_ridge_finds_a_linear_signal_and_not_noise():
     spec = importlib.util.spec_from_file_location("encoder_probe", ROOT / "bench" / "encoder_probe.py")
     probe = importlib.util.module_from_spec(spec)
