@@ -30,7 +30,6 @@ from rclpy.executors import ExternalShutdownException
 
 N = TypeVar("N")
 SHUTDOWN_GRACE = 0.5  # s
-_DEFAULT_UNRAISABLEHOOK = sys.unraisablehook
 REDELIVER_DELAY = 0.01  # s
 
 
@@ -81,13 +80,17 @@ def _interrupt_once() -> None:
         time.sleep(REDELIVER_DELAY)  # from the main thread it would run at once, inside the hook
         _thread.interrupt_main()  # ``handler`` again (not rclpy's: its context is already shut down)
 
+    # every other unraisable exception goes to the hook that was there before (ours replaces an earlier one of ours)
+    previous = getattr(sys.unraisablehook, "previous", sys.unraisablehook)
+
     def unraisable(info):
         if isinstance(info.exc_value, KeyboardInterrupt) and state["raised"]:
             state["owed"] = True
             threading.Thread(target=redeliver, name="redeliver-ctrl-c", daemon=True).start()
             return
-        _DEFAULT_UNRAISABLEHOOK(info)
+        previous(info)
 
+    unraisable.previous = previous
     signal.signal(signal.SIGINT, handler)
     sys.unraisablehook = unraisable
 

@@ -10,9 +10,9 @@ import numpy as np
 
 from motus_core.data.formats import EpisodeSink, OutputFormat, commanded_actions, prune_empty_dirs, register_format, safe_name
 from motus_core.data.motus_layout import EpisodeWriter, StreamingEpisode, atomic_write_text, compute_stats, load_qpos, remove_episode
+from motus_core.preprocessing import make_mosaic, write_stats
 
 log = logging.getLogger("motus_convert")
-from motus_core.preprocessing import make_mosaic, write_stats
 
 
 class MosaicEpisode(EpisodeSink):
