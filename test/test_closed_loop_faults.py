@@ -233,7 +233,9 @@ def test_nan_chunk_is_rejected_and_the_robot_holds(env):
         received_valid = mon.exec_status.chunks_received
         bad = ramp.copy()
         bad[10, 3] = np.nan
-        mon.chunk_pub.publish(chunk(bad, 99))
+        nan_msg = chunk(bad, 99)
+        nan_stamp = nan_msg.header.stamp.sec + nan_msg.header.stamp.nanosec * 1e-9
+        mon.chunk_pub.publish(nan_msg)
         mon.wait(lambda: mon.exec_status.chunks_rejected >= 1, 10, "the NaN chunk to be rejected", procs=[ex])
         mon.wait(holding(mon), 10, "the executor to hold", procs=[ex])
         mon.wait_held(procs=[ex])
@@ -245,7 +247,9 @@ def test_nan_chunk_is_rejected_and_the_robot_holds(env):
     # no chunk was taken after the NaN one (a valid chunk still in flight when the count was read may
     # arrive before it: the record's chunk log says what came when)
     log = rec["chunks"]  # (arrival, stamp, accepted, delay, latency)
-    (t_nan,) = log[log[:, 2] == 0, 0]
+    # the NaN chunk by its stamp: on a loaded machine a valid chunk can also be refused (it came too late
+    # for its actions to run), which is not a rejection
+    (t_nan,) = log[(log[:, 2] == 0) & (np.abs(log[:, 1] - nan_stamp) < 1e-6), 0]
     assert np.all(log[log[:, 2] == 1, 0] < t_nan)
     assert_still_at_the_end(rec)
     check_limits(rec)
