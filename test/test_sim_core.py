@@ -283,3 +283,26 @@ def test_scripted_demonstrator_succeeds(task, seeds):
     results = [run_episode(sim, demo, seed) for seed in seeds]
     assert all(r.success for r in results), results
     assert all(0 < r.success_time <= r.duration for r in results)
+
+
+def test_the_handover_leaves_no_wait_a_policy_cannot_see():
+    """From the moment the left fingers rest on the cube (its measured opening stops changing) to the
+    moment the right gripper measurably opens, nothing a policy observes changes: a policy cannot tell
+    how long it has waited, so a demonstration that waits there teaches a release always the same time
+    ahead. The sixth proof run's model predicted it 13-17 actions ahead throughout a ~27-frame wait and
+    held the cube with both grippers until the time limit. The wait must stay well inside the 16 actions
+    RTC executes of each chunk (``execution_horizon``)."""
+    sim = AlohaSim("transfer_cube")
+    q = []
+    r = run_episode(sim, ScriptedDemonstrator("transfer_cube"), 10, on_tick=lambda obs, cmd: q.append(np.asarray(obs.q, float)))
+    assert r.success
+    q = np.asarray(q)
+    left, right = q[:, 6], q[:, 13]
+    opened = int(np.argmax(left > left.max() - 0.01))  # the left gripper starts closed, opens on its way
+    closing = opened + int(np.argmax(left[opened:] < left.max() - 0.05))  # and closes on the cube
+    assert closing > opened
+    still = (np.abs(np.diff(left[closing:])) < 2e-3)
+    settled = closing + int(np.argmax(still[:-1] & still[1:]))  # its fingers rest on the cube
+    opens = settled + int(np.argmax(right[settled:] > right[settled] + 0.01))
+    assert opens > settled and left[settled] > 0.5  # resting on the cube, not shut on nothing
+    assert opens - settled <= 10, f"{opens - settled} frames between the left grasp and the right release"
