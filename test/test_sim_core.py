@@ -289,7 +289,7 @@ def test_the_handover_leaves_no_wait_a_policy_cannot_see():
     """From the moment the left fingers rest on the cube (its measured opening stops changing) to the
     moment the right gripper measurably opens, nothing a policy observes changes: a policy cannot tell
     how long it has waited, so a demonstration that waits there teaches a release always the same time
-    ahead. The sixth proof run's model predicted it 13-17 actions ahead throughout a ~27-frame wait and
+    ahead. The sixth proof run's model predicted it 13-17 actions ahead throughout a 25-frame wait and
     held the cube with both grippers until the time limit. The wait must stay well inside the 16 actions
     RTC executes of each chunk (``execution_horizon``)."""
     sim = AlohaSim("transfer_cube")

@@ -197,10 +197,11 @@ def transfer_cube_scripts(obs0: DemoObservation, kin: Kinematics) -> dict[str, A
     The handover leaves no wait that a camera cannot see: the left gripper closes in 0.3 s and the right
     one opens right after, in 0.2 s. Once a gripper's fingers rest on the cube, the rest of its command
     ramp changes nothing a policy observes (measured joints, images), so a wait there is a phase the
-    policy cannot tell apart: with the former 0.6 s close, 0.2 s wait and 0.6 s release (about 0.9 s
-    unobservable), the sixth proof run's model predicted the release 13-17 actions ahead at every
-    moment of it, never inside the 16 actions RTC executes of a chunk, and held the cube with both
-    grippers until the time limit (docs/proof.md).
+    policy cannot tell apart: with the former 0.6 s close, 0.2 s wait and 0.6 s release (25 frames
+    unobservable), the sixth proof run's model predicted the release (command past 0.5) 13-17 actions
+    ahead at every frame of it; of the 16 actions RTC executes per chunk, at most the start of the ramp
+    ran, never past the cube's width where the fingers move, and it held the cube with both grippers
+    until the time limit (docs/proof.md).
     """
     meet = np.array([0.0, 0.5, 0.25])
     pitch = 50.0
