@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         policy.close()
     after = [r for r in rows if r["after_close"] >= 0 and r["true_release"] > 0]  # the close commanded, the release still ahead
     pred_after = [p for r in after for p in r["predicted_release"] if p >= 0]
-    true_after = [r["true_release"] for r in after if r["true_release"] >= 0]
+    true_after = [r["true_release"] for r in after]
     summary = {"policy": ns.policy, "seeds": ns.seeds, "episodes": len(eps), "frames": rows,
                "release_ahead_after_close": float(np.mean(pred_after)) if pred_after else None,
                "release_never_predicted_after_close": sum(p < 0 for r in after for p in r["predicted_release"]),
