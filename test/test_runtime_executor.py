@@ -133,6 +133,49 @@ def test_rtc_prefix_is_what_executes_during_inference(limits, motion):
     assert_smooth_boundaries(run, limits)
 
 
+
+class SeamPolicy(ContinuationPolicy):
+    """Motus' RTC output: the first min(expected delay, prefix) actions are the prefix verbatim, the model's
+    own actions then disagree with the committed plan by ``jump`` on joint 0 (alternating in sign),
+    starting ``at`` actions after the verbatim ones (0: the seam where the two plans meet)."""
+
+    def __init__(self, recording, jump, at=0):
+        super().__init__(recording)
+        self.jump, self.at, self.sign = jump, at, 1.0
+
+    def predict(self, request):
+        self.check_request(request)
+        self.requests.append(request)
+        i = int(round(request.observation.stamp * 30))
+        idx = np.clip(i + 1 + np.arange(self.chunk_length), 0, len(self.recording) - 1)
+        actions = self.recording[idx].copy()
+        m = 0 if request.prefix is None else request.prefix.shape[0]
+        d = min(request.expected_delay, m)
+        if d:
+            actions[:d] = request.prefix[:d]
+            actions[d:] += request.prefix[d - 1] - self.recording[idx[d - 1]]
+            actions[d + self.at:, 0] += self.sign * self.jump
+            self.sign = -self.sign
+        return ActionChunk(actions=actions, step_period=1 / 30, stamp=request.observation.stamp, prefix_length=m, model=self.name)
+
+
+def test_the_seam_between_the_verbatim_prefix_and_the_models_actions_is_blended_not_rejected(limits, motion):
+    jump = 2.0 * limits.max_step[0]  # above the discontinuity check's 1.5 x max_step
+    policy = SeamPolicy(motion, jump)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc", rtc=RTCConfig(execution_horizon=16)), limits)
+    run = run_closed_loop(policy, ex, duration=6.0, initial_state=motion[0], inference_delay=DELAY)
+    assert ex.chunks_rejected == 0 and ex.chunks_received >= 8, list(ex.rejections)
+    assert sum(r.expected_delay > 0 for r in policy.requests) >= 5
+    # the executor's transition takes the robot from the committed plan to the model's within the limits
+    assert_within_limits(run, limits)
+    assert_smooth_boundaries(run, limits)
+    # the same jump between two of the model's own actions is a discontinuous chunk
+    policy = SeamPolicy(motion, jump, at=2)
+    ex = ChunkExecutor(ExecutorConfig(strategy="rtc", rtc=RTCConfig(execution_horizon=16)), limits)
+    run_closed_loop(policy, ex, duration=3.0, initial_state=motion[0], inference_delay=DELAY)
+    assert ex.chunks_rejected >= 1 and all("discontinuous" in r for r in ex.rejections), list(ex.rejections)
+
+
 def test_prefix_resampling():
     plan = np.arange(10, dtype=float)[:, None] * np.ones((1, 2))  # value j at stamp + (j+1) * 0.1
     pre = prefix_for_observation(1.0, 0.1, plan, obs_stamp=1.25, step_period=0.1, chunk_length=20)

@@ -122,7 +122,12 @@ class ChunkValidator:
         self.step_tolerance = float(step_tolerance)
         self.step_checked = np.ones(limits.dof, dtype=bool)  # joints whose steps the discontinuity check covers
 
-    def check(self, chunk: ActionChunk) -> str | None:
+    def check(self, chunk: ActionChunk, frozen: int = 0) -> str | None:
+        """``frozen``: leading actions that are the executor's own committed plan, not the model's (an
+        RTC prefix returned verbatim). The steps among them and the step from the last of them to the
+        model's first action are not a discontinuity of the chunk: the seam is where two plans meet, which
+        the executor's transition blends within the limits as it does at every chunk switch. The model's
+        own steps are all checked."""
         lim = self.limits
         why = check_chunk(chunk, lim.dof, lim.lower - self.range_tolerance, lim.upper + self.range_tolerance)
         if why:
@@ -132,6 +137,7 @@ class ChunkValidator:
             # max_step is per action step of the profile's rate; scale if the chunk uses another period.
             allowed = lim.max_step * (chunk.step_period / lim.step_period) * self.step_tolerance
             steps = np.abs(np.diff(a, axis=0))
+            steps[:max(0, min(int(frozen), steps.shape[0]))] = 0.0
             over = (steps > allowed) & self.step_checked
             if over.any():
                 k, j = np.argwhere(over)[0]
