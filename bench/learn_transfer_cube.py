@@ -236,12 +236,19 @@ def _val_action_error(train: Path, key: str = "val/action_mae") -> float | None:
 
 
 def stage_train(ns, work: Path, data: dict) -> dict:
-    """``motus-train`` on the dataset; re-running resumes from train/latest (motus-train's own resume)."""
+    """``motus-train`` on the dataset; re-running resumes from train/latest (motus-train's own resume).
+
+    A finished run with other ``--train-override`` values is trained on from its last checkpoint
+    (e.g. ``train.steps=12000`` after 6000: the schedule goes on where it stood, the minutes add up)."""
     train = work / "train"
     timing = train / "proof_train_time.json"
     if (info := _done(train)) and info.get("dataset_episodes") == data["episodes"]:
-        log(f"train: done ({info['train_steps']} steps in {info['train_minutes']} min, val action error {info['val_action_error']})")
-        return info
+        if info.get("overrides", []) == list(ns.train_override):
+            log(f"train: done ({info['train_steps']} steps in {info['train_minutes']} min, val action error {info['val_action_error']})")
+            return info
+        log(f"train: the finished run ({info['train_steps']} steps) had overrides {info.get('overrides', [])}, now "
+            f"{list(ns.train_override)}: training on from {train / 'latest'}")
+        (train / DONE).unlink()
     train.mkdir(parents=True, exist_ok=True)
     spent = json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0
     cmd = [sys.executable, "-m", "motus_core.cli.motus_train", "--config", str(RECIPE), f"data.path={work / 'dataset'}",
@@ -385,7 +392,21 @@ def curve_checkpoints(train: Path, n: int) -> list[Path]:
 
 def stage_eval(ns, work: Path, rec: dict, trained: dict) -> dict:
     ev = work / "eval"
+    model = {"train_steps": trained["train_steps"], "overrides": trained.get("overrides", [])}
+    model_file = ev / "model.json"
+    if ev.is_dir() and any(ev.iterdir()):
+        old = json.loads(model_file.read_text()) if model_file.is_file() else None
+        if old != model:
+            # the results of the model trained before (kept, never mixed with this one's)
+            steps = old["train_steps"] if old else "unknown"
+            keep = work / f"eval_steps{steps}"
+            n = 1
+            while keep.exists():
+                keep, n = work / f"eval_steps{steps}_{n}", n + 1
+            ev.rename(keep)
+            log(f"eval: the results in {ev} are of another model ({old}): moved to {keep}")
     ev.mkdir(parents=True, exist_ok=True)
+    model_file.write_text(json.dumps(model))
     final = work / "train" / "final"
     rtf_file = ev / "real_time_factor.json"
     if rtf_file.is_file():

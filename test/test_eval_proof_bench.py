@@ -132,3 +132,60 @@ def test_encoder_probe_ridge_finds_a_linear_signal_and_not_noise():
     assert np.all(err < 0.4 * base)
     err_noise, base_noise = probe.ridge_heldout(rng.normal(size=(120, 500)), y, 1e-3)
     assert np.all(err_noise > 0.7 * base_noise)
+
+
+def test_a_finished_training_is_trained_on_when_the_overrides_change(tmp_path, monkeypatch):
+    """`--train-override train.steps=12000` on a workdir whose 6000-step run finished: motus-train runs
+    again (it resumes from train/latest), the minutes add up; the same overrides again: nothing runs."""
+    import argparse
+
+    train = tmp_path / "train"
+    train.mkdir()
+    bench._mark_done(train, {"train_steps": 6000, "train_minutes": 40.0, "val_action_error": 0.02, "dataset_episodes": 3,
+                             "final": str(train / "final"), "device": "cpu", "overrides": []})
+    (train / "proof_train_time.json").write_text(json.dumps({"seconds": 2400.0}))
+    ran = []
+
+    def fake_train(cmd, log_path):
+        ran.append(cmd)
+        (train / "summary.json").write_text(json.dumps({"step": 12000, "finished": True}))
+        return 0
+
+    monkeypatch.setattr(bench, "_run", fake_train)
+    same = argparse.Namespace(train_override=[], keep_checkpoints=20, device="cpu")
+    assert bench.stage_train(same, tmp_path, {"episodes": 3})["train_steps"] == 6000 and not ran
+    more = argparse.Namespace(train_override=["train.steps=12000"], keep_checkpoints=20, device="cpu")
+    info = bench.stage_train(more, tmp_path, {"episodes": 3})
+    assert len(ran) == 1 and "train.steps=12000" in ran[0] and f"output_dir={train}" in ran[0]
+    assert info["train_steps"] == 12000 and info["overrides"] == ["train.steps=12000"] and info["train_minutes"] >= 40.0
+    assert bench.stage_train(more, tmp_path, {"episodes": 3})["train_steps"] == 12000 and len(ran) == 1
+
+
+def test_the_evaluations_of_an_earlier_model_are_moved_aside_not_reused(tmp_path, monkeypatch):
+    import argparse
+
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    (ev / "model.json").write_text(json.dumps({"train_steps": 6000, "overrides": []}))
+    (ev / "real_time_factor.json").write_text(json.dumps({"chunk_seconds_in_process": 0.3, "real_time_factor": 0.3}))
+    for key in bench.EVAL_STRATEGIES:
+        (ev / f"final_{key}.json").write_text(json.dumps({"episodes": [{"seed": 1000}, {"seed": 1001}]}))
+    ran = []
+
+    def fake_eval(ns, work, policy, strategy, seeds, out, rtf, videos):
+        ran.append(strategy)
+        data = {"episodes": [{"seed": s} for s in range(*seeds)], "summary": {"success_rate": 0.5, "episodes": 2, "wilson95": [0.1, 0.9]}}
+        out.write_text(json.dumps(data))
+        return data
+
+    monkeypatch.setattr(bench, "run_eval", fake_eval)
+    monkeypatch.setattr(bench, "measure_chunk_seconds", lambda *a, **k: 0.3)
+    ns = argparse.Namespace(eval_real_time_factor=0.3, eval_seeds=(1000, 1002), curve_points=3, curve_episodes=2, device="cpu")
+    trained = {"train_steps": 12000, "overrides": ["train.steps=12000"]}
+    res = bench.stage_eval(ns, tmp_path, {}, trained)
+    assert sorted(ran) == sorted(bench.EVAL_STRATEGIES.values())
+    assert (tmp_path / "eval_steps6000" / "final_rtc.json").is_file()
+    assert json.loads((ev / "model.json").read_text())["train_steps"] == 12000
+    assert res["curve"][-1]["step"] == 12000
+    bench.stage_eval(ns, tmp_path, {}, trained)  # the same model: its complete results are kept
+    assert len(ran) == 3 and not (tmp_path / "eval_steps12000").exists()
