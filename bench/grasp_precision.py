@@ -17,7 +17,8 @@ demonstration's grasp point from the mean of the others' (the cube's position va
 policy that localises the cube lands well inside it (the cube is 4 cm wide; the right fingers close along
 y). Final JSON line: ``grasp_error_cm`` (median over chunks that close), ``grasp_error_x_cm`` / ``_y_cm``
 / ``_z_cm`` (median size of each world component), ``close_timing_error`` (median predicted -
-demonstrated close index, actions), ``never_closed`` (chunks that do not close in time),
+demonstrated close index, actions), ``y_beyond_tolerance`` (the fraction of closing chunks further
+than ``--y-tolerance-cm`` off along y), ``never_closed`` (chunks that do not close in time),
 ``cube_spread_cm``, ``rows``.
 """
 from __future__ import annotations
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="2000:2006", help="held-out demonstration seeds A:B (default 2000:2006)")
     ap.add_argument("--samples", type=int, default=2, help="chunks sampled per frame (noise seeds 0..n-1)")
     ap.add_argument("--lead", type=int, default=30, help="first condition frame: this many frames before the close command")
+    ap.add_argument("--y-tolerance-cm", type=float, default=1.0,
+                    help="the grasp's tolerance along y, where the fingers close (bench/grasp_tolerance.py: 1.0 cm)")
     ns = ap.parse_args(argv)
     from motus_core.policies import load_policy
     from motus_core.policy.base import Observation, PolicyRequest
@@ -93,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                "grasp_error_cm": med("error_cm"), "grasp_error_x_cm": med("error_x_cm"), "grasp_error_y_cm": med("error_y_cm"),
                "grasp_error_z_cm": med("error_z_cm"),
                "close_timing_error": float(np.median([r["predicted_close"] - r["true_close"] for r in closed])) if closed else None,
+               "y_beyond_tolerance": (sum(abs(r["error_y_cm"]) > ns.y_tolerance_cm for r in closed) / len(closed)) if closed else None,
                "never_closed": len(rows) - len(closed), "cube_spread_cm": 100 * float(np.mean(spread)), "rows": rows}
     print(json.dumps(summary), flush=True)
     return 0

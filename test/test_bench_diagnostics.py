@@ -44,3 +44,11 @@ def test_the_demonstrator_closes_the_right_gripper_at_the_cube():
         g = grasp.grasp_frame(np.asarray(cmds))
         d = ee_positions(cmds[g], "tcp")[grasp.RIGHT] - cubes[g]
         assert np.all(np.abs(d[:2]) < 0.002) and 0.0 < d[2] < 0.02, d  # over the cube's centre (4 cm wide)
+
+
+def test_the_demonstrator_told_the_cube_is_elsewhere_grasps_there():
+    """grasp_tolerance's premise: the misled demonstrator succeeds when told the truth and misses a cube
+    it is told is 3 cm off along the fingers' closing direction (y)."""
+    tol = _load("grasp_tolerance")
+    assert [r.success for r in tol.run(np.zeros(3), range(2000, 2002))] == [True, True]
+    assert not any(r.success for r in tol.run(np.array([0.0, 0.03, 0.0]), range(2000, 2002)))
