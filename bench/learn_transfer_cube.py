@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="training and policy device (default cpu)")
     ap.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE",
                     help="extra motus-train override (repeatable), e.g. train.steps=200 for a short run")
-    ap.add_argument("--keep-checkpoints", type=int, default=20, help="step checkpoints motus-train keeps (the learning curve evaluates them)")
+    ap.add_argument("--keep-checkpoints", type=int, default=30, help="step checkpoints motus-train keeps (the learning curve evaluates them)")
     ap.add_argument("--curve-points", type=int, default=3, help="checkpoints of the run evaluated for the learning curve (>= 3)")
     ap.add_argument("--curve-episodes", type=int, default=10, help="evaluation seeds per learning-curve point (the first of --eval-seeds)")
     ap.add_argument("--eval-real-time-factor", type=float, default=0.0,
