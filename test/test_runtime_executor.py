@@ -99,6 +99,16 @@ class ContinuationPolicy(Policy):
         self.recording = recording
         self.requests = []
 
+    def kept(self, request, m):
+        """How many prefix actions are returned verbatim (all of them)."""
+        return m
+
+    def reported_prefix(self, request, m):
+        return min(request.expected_delay, m)
+
+    def disagree(self, actions, kept):
+        return actions
+
     def predict(self, request):
         self.check_request(request)
         self.requests.append(request)
@@ -106,12 +116,13 @@ class ContinuationPolicy(Policy):
         idx = np.clip(i + 1 + np.arange(self.chunk_length), 0, len(self.recording) - 1)
         actions = self.recording[idx].copy()
         m = 0 if request.prefix is None else request.prefix.shape[0]
-        if m:
+        n = self.kept(request, m)
+        if n:
             # continue from the prefix: keep it, then the recording shifted to start where it ends
-            actions[:m] = request.prefix
-            actions[m:] += request.prefix[-1] - self.recording[idx[m - 1]]
-        return ActionChunk(actions=actions, step_period=1 / 30, stamp=request.observation.stamp,
-                           prefix_length=min(request.expected_delay, m), model=self.name)
+            actions[:n] = request.prefix[:n]
+            actions[n:] += request.prefix[n - 1] - self.recording[idx[n - 1]]
+        return ActionChunk(actions=self.disagree(actions, n), step_period=1 / 30, stamp=request.observation.stamp,
+                           prefix_length=self.reported_prefix(request, m), model=self.name)
 
 
 def test_rtc_prefix_is_what_executes_during_inference(limits, motion):
@@ -133,7 +144,6 @@ def test_rtc_prefix_is_what_executes_during_inference(limits, motion):
     assert_smooth_boundaries(run, limits)
 
 
-
 class SeamPolicy(ContinuationPolicy):
     """Motus' RTC output: the first min(expected delay, prefix) actions are the prefix verbatim, the model's
     own actions then disagree with the committed plan by ``jump`` on joint 0 (alternating in sign),
@@ -143,20 +153,17 @@ class SeamPolicy(ContinuationPolicy):
         super().__init__(recording)
         self.jump, self.at, self.sign = jump, at, 1.0
 
-    def predict(self, request):
-        self.check_request(request)
-        self.requests.append(request)
-        i = int(round(request.observation.stamp * 30))
-        idx = np.clip(i + 1 + np.arange(self.chunk_length), 0, len(self.recording) - 1)
-        actions = self.recording[idx].copy()
-        m = 0 if request.prefix is None else request.prefix.shape[0]
-        d = min(request.expected_delay, m)
-        if d:
-            actions[:d] = request.prefix[:d]
-            actions[d:] += request.prefix[d - 1] - self.recording[idx[d - 1]]
-            actions[d + self.at:, 0] += self.sign * self.jump
+    def kept(self, request, m):
+        return min(request.expected_delay, m)
+
+    def reported_prefix(self, request, m):
+        return m  # Motus reports the guided overlap
+
+    def disagree(self, actions, kept):
+        if kept:
+            actions[kept + self.at:, 0] += self.sign * self.jump
             self.sign = -self.sign
-        return ActionChunk(actions=actions, step_period=1 / 30, stamp=request.observation.stamp, prefix_length=m, model=self.name)
+        return actions
 
 
 def test_the_seam_between_the_verbatim_prefix_and_the_models_actions_is_blended_not_rejected(limits, motion):
