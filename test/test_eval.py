@@ -165,7 +165,7 @@ def test_every_strategy_runs_the_policy(tmp_path, demo_replay, strategy):
     assert d["summary"]["strategy"] == strategy
     assert e["chunks_received"] >= 2 and e["chunks_rejected"] == 0 and not e["failure_reason"], e
     if strategy == "temporal_ensemble":  # the replay follows the robot's clock: TE executes it on schedule
-        assert e["success"], e
+        assert e["success"], json.dumps(e)
 
 
 def test_tiny_motus_chunks_are_rejected(tmp_path):
