@@ -249,6 +249,9 @@ def stage_train(ns, work: Path, data: dict) -> dict:
         log(f"train: the finished run ({info['train_steps']} steps) had overrides {info.get('overrides', [])}, now "
             f"{list(ns.train_override)}: training on from {train / 'latest'}")
         (train / DONE).unlink()
+        ev = work / "eval"
+        if ev.is_dir() and not (ev / "model.json").is_file():  # evaluated before model.json existed: label it
+            (ev / "model.json").write_text(json.dumps({"train_steps": info["train_steps"], "overrides": info.get("overrides", [])}))
     train.mkdir(parents=True, exist_ok=True)
     spent = json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0
     cmd = [sys.executable, "-m", "motus_core.cli.motus_train", "--config", str(RECIPE), f"data.path={work / 'dataset'}",
@@ -394,11 +397,12 @@ def stage_eval(ns, work: Path, rec: dict, trained: dict) -> dict:
     ev = work / "eval"
     model = {"train_steps": trained["train_steps"], "overrides": trained.get("overrides", [])}
     model_file = ev / "model.json"
-    if ev.is_dir() and any(ev.iterdir()):
-        old = json.loads(model_file.read_text()) if model_file.is_file() else None
+    # (an eval/ without model.json predates training on: its results are of the only model the run had)
+    if model_file.is_file():
+        old = json.loads(model_file.read_text())
         if old != model:
             # the results of the model trained before (kept, never mixed with this one's)
-            steps = old["train_steps"] if old else "unknown"
+            steps = old.get("train_steps", "unknown")
             keep = work / f"eval_steps{steps}"
             n = 1
             while keep.exists():

@@ -154,8 +154,10 @@ def test_a_finished_training_is_trained_on_when_the_overrides_change(tmp_path, m
     monkeypatch.setattr(bench, "_run", fake_train)
     same = argparse.Namespace(train_override=[], keep_checkpoints=20, device="cpu")
     assert bench.stage_train(same, tmp_path, {"episodes": 3})["train_steps"] == 6000 and not ran
+    (tmp_path / "eval").mkdir()  # evaluated before eval/model.json existed
     more = argparse.Namespace(train_override=["train.steps=12000"], keep_checkpoints=20, device="cpu")
     info = bench.stage_train(more, tmp_path, {"episodes": 3})
+    assert json.loads((tmp_path / "eval" / "model.json").read_text())["train_steps"] == 6000  # so the eval stage moves it aside
     assert len(ran) == 1 and "train.steps=12000" in ran[0] and f"output_dir={train}" in ran[0]
     assert info["train_steps"] == 12000 and info["overrides"] == ["train.steps=12000"] and info["train_minutes"] >= 40.0
     assert bench.stage_train(more, tmp_path, {"episodes": 3})["train_steps"] == 12000 and len(ran) == 1
