@@ -373,26 +373,32 @@ def test_nonfinite_loss_stops_naming_step_and_episodes(dataset, tmp_path):
     assert json.loads((out / "summary.json").read_text())["exit_code"] == EXIT_NONFINITE
 
 
-def test_ctrl_c_saves_and_exits_cleanly(dataset, tmp_path):
+@pytest.mark.parametrize("stop", ["ctrl_c", "sigterm_to_the_group"])
+def test_ctrl_c_saves_and_exits_cleanly(dataset, tmp_path, stop):
+    """Ctrl-C to the trainer, or SIGTERM to its whole process group with a data worker in it (how a
+    session's end or `docker stop` stops it): a checkpoint is saved, no traceback."""
     out = tmp_path / "run"
     args = [sys.executable, "-m", "motus_core.cli.motus_train", *TINY, f"data.path={dataset}", f"output_dir={out}",
-            "train.steps=100000", "train.save_every=0"]
+            "train.steps=100000", "train.save_every=0", *(["data.num_workers=1"] if stop != "ctrl_c" else [])]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
     try:
         deadline = time.monotonic() + 600
         while not list((out / "tensorboard").glob("events*")) if (out / "tensorboard").is_dir() else True:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
+        if stop == "ctrl_c":
+            proc.send_signal(signal.SIGINT)
+        else:
+            os.killpg(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err
-    assert "SIGINT received: saved step" in err
+    assert f"{'SIGINT' if stop == 'ctrl_c' else 'SIGTERM'} received: saved step" in err
     latest = (out / "latest").resolve()
     state = torch.load(latest / "training_state.pt", weights_only=False)
     assert state["step"] >= 1 and latest.name == f"step_{state['step']:08d}"

@@ -70,7 +70,11 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 def _worker_init(_):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the main process
+    # Ctrl-C and a stop of the whole process group (a session's end, `docker stop`, `kill -- -PGID`) are
+    # handled by the main process, which saves a checkpoint and then ends the workers: a worker that died
+    # of SIGTERM first made the main process fail before it could save
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(1)
 
 
