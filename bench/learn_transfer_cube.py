@@ -138,10 +138,19 @@ def stage_record(ns, work: Path) -> dict:
     fails more often on a loaded machine: its command stream starves) is retried once with the same
     seed, then the seed is given up; failures stay in demos/ with outcome ``failure`` and are not converted."""
     demos = work / "demos"
-    if (info := _done(demos)) and info.get("demos") == ns.demos:
+    push = {"amplitude": ns.disturbance, "until": ns.disturbance_until} if ns.disturbance > 0 else None
+    info = _done(demos)
+    if info is not None and info.get("disturbance") != push:
+        raise SystemExit(f"record: {demos} was recorded with disturbance {info.get('disturbance')}, not {push}: use another --workdir")
+    if info and info.get("demos") == ns.demos:
         log(f"record: done ({info['demos']} successful demonstrations, seeds {info['seeds'][0]}..{info['seeds'][-1]})")
         return info
     demos.mkdir(parents=True, exist_ok=True)
+    settings = demos / "record_settings.json"  # a partly recorded workdir keeps its push
+    if settings.is_file() and json.loads(settings.read_text()).get("disturbance") != push:
+        raise SystemExit(f"record: {demos} was partly recorded with disturbance {json.loads(settings.read_text()).get('disturbance')}, "
+                         f"not {push}: use another --workdir")
+    settings.write_text(json.dumps({"disturbance": push}))
     eval_lo, eval_hi = ns.eval_seeds
     t0 = time.monotonic()
     attempts = 2
@@ -165,14 +174,16 @@ def stage_record(ns, work: Path) -> dict:
         log(f"record: {len(ok)}/{ns.demos} successful so far; recording seeds {first}..{first + count - 1} "
             f"(real_time_factor {ns.real_time_factor})")
         rc = _run([sys.executable, "-m", "motus_ros.launcher", "graph:=record", f"task:={TASK}", f"episodes:={count}",
-                   f"seed:={first}", f"output_dir:={demos}", f"real_time_factor:={ns.real_time_factor}"], demos / "record.log")
+                   f"seed:={first}", f"output_dir:={demos}", f"real_time_factor:={ns.real_time_factor}"]
+                  + ([f"disturbance:={ns.disturbance}", f"disturbance_until:={ns.disturbance_until}"] if push else []), demos / "record.log")
         if rc != 0 and sum(map(len, recorded_seeds(demos).values())) == sum(map(len, seeds.values())):
             raise SystemExit(f"record: the record graph exited with {rc} without recording an episode (see {demos / 'record.log'})")
     seeds = recorded_seeds(demos)
     ok = sorted(s for s, o in seeds.items() if "success" in o)
     failed = sum(o.count("failure") for o in seeds.values())
     info = {"demos": len(ok), "seeds": ok, "failed_attempts": failed, "given_up_seeds": sorted(s for s, o in seeds.items() if "success" not in o),
-            "real_time_factor": ns.real_time_factor, "record_minutes_this_run": round((time.monotonic() - t0) / 60, 1)}
+            "real_time_factor": ns.real_time_factor, "record_minutes_this_run": round((time.monotonic() - t0) / 60, 1),
+            "disturbance": push}
     _mark_done(demos, info)
     log(f"record: {len(ok)} successful demonstrations ({failed} failed attempts)")
     return info
@@ -448,6 +459,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=10, help="episodes per start of the record graph")
     ap.add_argument("--real-time-factor", type=float, default=0.3,
                     help="simulation speed while recording (the scripted demonstrator fails more often on a loaded machine)")
+    ap.add_argument("--disturbance", type=float, default=0.0,
+                    help="rad, RMS push on the follower arms while recording (recovery demonstrations, DART-style; "
+                         "motus_core/sim/disturbance.py); 0 = off (default)")
+    ap.add_argument("--disturbance-until", type=float, default=1.4,
+                    help="episode s by which the push has faded out (default 1.4: the approach; the grasp runs undisturbed)")
     ap.add_argument("--text-encoder", default="", help="converted umT5 directory for the instruction embeddings (default: the tiny one)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="training and policy device (default cpu)")
     ap.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE",
@@ -502,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         "val_action_error_other_images": trained.get("val_action_error_other_images"),
         "eval_seeds": f"{ns.eval_seeds[0]}:{ns.eval_seeds[1]}", "real_time_factor": ev["real_time_factor"],
         "learning_curve": ev["curve"], "device": trained.get("device", ns.device),
-        "eval_executor_params": ns.eval_executor_param,
+        "eval_executor_params": ns.eval_executor_param, "record_disturbance": rec.get("disturbance"),
     }
     (work / "proof_result.json").write_text(json.dumps(final, indent=1))
     print(json.dumps(final), flush=True)

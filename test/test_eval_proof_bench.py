@@ -191,3 +191,23 @@ def test_the_evaluations_of_an_earlier_model_are_moved_aside_not_reused(tmp_path
     assert res["curve"][-1]["step"] == 12000
     bench.stage_eval(ns, tmp_path, {}, trained)  # the same model: its complete results are kept
     assert len(ran) == 3 and not (tmp_path / "eval_steps12000").exists()
+
+
+def test_a_workdir_recorded_with_another_push_is_not_mixed_in(tmp_path):
+    """Recovery demonstrations (--disturbance) and clean ones are different data: a workdir keeps the push it
+    was recorded with, finished (STAGE_DONE) or not (record_settings.json)."""
+    import types
+
+    ns = types.SimpleNamespace(demos=2, eval_seeds=(1000, 1050), batch=10, real_time_factor=0.3, disturbance=0.08, disturbance_until=1.4)
+    done = tmp_path / "done"
+    (done / "demos").mkdir(parents=True)
+    bench._mark_done(done / "demos", {"demos": 2, "seeds": [0, 1]})  # a clean recording (before the option existed)
+    with pytest.raises(SystemExit, match="disturbance"):
+        bench.stage_record(ns, done)
+    clean = types.SimpleNamespace(**{**vars(ns), "disturbance": 0.0})
+    assert bench.stage_record(clean, done)["demos"] == 2  # the same settings: done, nothing recorded
+    partial = tmp_path / "partial"
+    (partial / "demos").mkdir(parents=True)
+    (partial / "demos" / "record_settings.json").write_text(json.dumps({"disturbance": {"amplitude": 0.05, "until": 1.4}}))
+    with pytest.raises(SystemExit, match="partly recorded"):
+        bench.stage_record(ns, partial)

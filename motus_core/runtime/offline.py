@@ -34,16 +34,19 @@ class OfflineRun:
 
 def run_closed_loop(policy: Policy, executor: ChunkExecutor, *, duration: float, initial_state: np.ndarray,
                     inference_delay: float | Callable[[int], float] = 0.0, command_rate: float = 200.0,
-                    instruction: str = "", images: dict | None = None,
+                    instruction: str = "", images: dict | Callable[[float], dict] | None = None,
                     events: dict[float, Callable[[ChunkExecutor, float], None]] | None = None,
                     clock: Callable[[int], float] | None = None,
-                    measure: Callable[[np.ndarray], np.ndarray] | None = None) -> OfflineRun:
+                    measure: Callable[[np.ndarray], np.ndarray] | None = None,
+                    until: Callable[[float], bool] | None = None) -> OfflineRun:
     """Run ``duration`` seconds; ``events`` maps times to callbacks (e-stop, policy loss, ...).
 
     ``clock(i)`` gives the robot time of tick ``i`` (default ``i / command_rate``): a coarse or
     irregular clock (sim time published at 250 Hz, a simulator slower than real time) is reproduced
     by returning repeated or uneven values. ``measure(command)`` is the joint state the robot reports
-    for a command (default: exactly the command; a tracking error is e.g. ``lambda q: q + 0.002``).
+    for a command (default: exactly the command; a tracking error is e.g. ``lambda q: q + 0.002``); a
+    simulated robot steps its physics there. ``images`` is a fixed dict or ``images(now)``, the camera
+    frames an observation taken at ``now`` carries. ``until(now)`` true ends the run early (task done).
     """
     if executor.contract is None:  # the policy declares its chunks when loaded (the node: via PolicyStatus)
         error = executor.set_contract(policy.chunk_length, policy.step_period)
@@ -79,13 +82,16 @@ def run_closed_loop(policy: Policy, executor: ChunkExecutor, *, duration: float,
         T.append(now); P.append(cmd.position); V.append(cmd.velocity); A.append(cmd.acceleration); S.append(int(cmd.state))
         if pending is None and executor.wants_request(now):
             req = executor.make_request(now)
-            obs = Observation(images=images or {}, state=measured.copy(), stamp=now)
+            frames = images(now) if callable(images) else (images or {})
+            obs = Observation(images=frames, state=measured.copy(), stamp=now)
             request = build_request(policy, obs, req, instruction=instruction)  # as the policy node builds it
             chunk = run_inference(policy, request, executor.dof).chunk
             delay = inference_delay(len(requests)) if callable(inference_delay) else float(inference_delay)
             prefix = request.prefix
             requests.append({"time": now, "expected_delay": req.expected_delay, "prefix": 0 if prefix is None else int(prefix.shape[0])})
             pending = (now + delay, chunk)
+        if until is not None and until(now):
+            break
     return OfflineRun(np.asarray(T), np.asarray(P), np.asarray(V), np.asarray(A), np.asarray(S), list(executor.boundaries), delays, requests, executor.status())
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .disturbance import DisturbanceConfig
+
 
 @dataclass
 class SimConfig:
@@ -28,3 +30,6 @@ class SimConfig:
         "arm joint speeds saturate at this x the profile's velocity limits (the servos' no-load speed; without it the "
         "sim's undamped servos overshoot the commanded speed ~2x); 0 = no limit")})
     render_mesh_cell: float = field(default=0.002, metadata={"help": "grid (m) of the render-only mesh decimation; 0 renders the original meshes"})
+    disturbance: DisturbanceConfig = field(default_factory=DisturbanceConfig, metadata={"help": (
+        "push the follower arms off the commanded setpoints (seeded per episode; recovery demonstrations, "
+        "motus_core/sim/disturbance.py); keep it off for evaluation")})

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
+from .disturbance import DisturbanceConfig, TrackingDisturbance
 from .model import ARM_INDICES, JointLayout, build_model
 from .tasks import TaskTracker, get_task
 from .trajectory import JointTrajectoryFollower, TrajectoryGoal
@@ -38,7 +39,7 @@ class AlohaSim:
 
     def __init__(self, task: str = "transfer_cube", *, seed: int = 0, timestep: float = 0.002, render_mesh_cell: float = 0.002,
                  success_hold: float = 0.5, home: np.ndarray | None = None, offscreen_size: tuple[int, int] = (640, 480),
-                 speed_limit: np.ndarray | float | None = None):
+                 speed_limit: np.ndarray | float | None = None, disturbance: DisturbanceConfig | None = None):
         self._build_kwargs = dict(timestep=timestep, render_mesh_cell=render_mesh_cell, offscreen_size=offscreen_size)
         self.success_hold = success_hold
         self.home = np.array(DEFAULT_HOME if home is None else home, dtype=float)
@@ -52,6 +53,9 @@ class AlohaSim:
         self.follower = JointTrajectoryFollower(self.home)
         self._targets_fresh = False
         self.set_speed_limit(speed_limit)
+        self._disturbance_cfg: DisturbanceConfig | None = None
+        self._push: TrackingDisturbance | None = None
+        self.set_disturbance(disturbance)
         self.speed_limited_steps = 0  # physics steps in which some arm joint was slowed to its limit
         self.reset(seed=seed)  # episode 1
 
@@ -102,6 +106,7 @@ class AlohaSim:
         mujoco.mj_forward(m, d)
         self.follower.reset(self.layout.targets(d), now)
         self.tracker.reset()
+        self._push = TrackingDisturbance(self._disturbance_cfg, seed) if self._disturbance_cfg is not None else None
         self.seed = int(seed)
         self.episode += 1
         self.episode_start = now
@@ -125,6 +130,15 @@ class AlohaSim:
         if not np.all(np.isfinite(arm)) or np.any(arm <= 0):
             raise ValueError(f"speed limits must be positive and finite, got {arm}")
         self._speed_limit = arm.copy()
+
+    def set_disturbance(self, cfg: DisturbanceConfig | None) -> None:
+        """Push the follower arms off their setpoints from the next reset on (recovery demonstrations,
+        see :mod:`.disturbance`); None or amplitude 0: off."""
+        if cfg is not None:
+            cfg.validate()
+        self._disturbance_cfg = cfg if cfg is not None and cfg.active else None
+        if self._disturbance_cfg is None:
+            self._push = None
 
     # -- commands -----------------------------------------------------------------------------
     def command_positions(self, indices: np.ndarray, values: np.ndarray) -> None:
@@ -155,10 +169,13 @@ class AlohaSim:
     def step(self, n: int = 1) -> None:
         """Advance ``n`` physics steps, sampling the follower's setpoint before each."""
         m, d, follower, layout = self.model, self.data, self.follower, self.layout
+        push = self._push
         for _ in range(n):
             active = follower.active(d.time)
-            if active or self._targets_fresh:
+            if active or self._targets_fresh or push is not None:
                 pos, _ = follower.sample(d.time)
+                if push is not None:
+                    pos = pos + push.offset(d.time - self.episode_start)
                 layout.set_targets(d, pos)
                 self._targets_fresh = active  # sample once more after a trajectory ends: its last point
             mujoco.mj_step(m, d)

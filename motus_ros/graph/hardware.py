@@ -17,6 +17,9 @@ ARGUMENTS = (
     Argument("image_width", "", "simulated camera image width ('' = sim.yaml's; 0: the robot profile's, 320 for sim_aloha)"),
     Argument("camera_rate", "", "simulated camera rate (Hz of sim time; '' = sim.yaml's, 30)"),
     Argument("real_time_factor", "", "simulation speed relative to the wall clock ('' = sim.yaml's, 1.0)"),
+    Argument("disturbance", "", "rad, RMS push on the simulated follower arms' setpoints, seeded per episode (recovery "
+             "demonstrations; '' = sim.yaml's, 0 = off)"),
+    Argument("disturbance_until", "", "episode s by which the push has faded out ('' = sim.yaml's; 0 = the whole episode)"),
     Argument("cameras", "auto", "real robot (hardware:=none), policy/record graphs: who publishes the profile's RealSense cameras "
              "(those with a serial): auto = realsense2_camera where installed, else the pyrealsense2 node; none = your own drivers",
              choices=CAMERA_MODES),
@@ -25,14 +28,17 @@ ARGUMENTS = (
 
 
 # arguments that default to '' (not given): only a given value overrides sim.yaml
-_OPTIONAL_SIM = {"image_height": int, "image_width": int, "camera_rate": float, "real_time_factor": float}
+_OPTIONAL_SIM = {"image_height": int, "image_width": int, "camera_rate": float, "real_time_factor": float,
+                 "disturbance": float, "disturbance_until": float}
+# launch argument -> the sim node's (nested) parameter
+_SIM_PARAMETER = {"disturbance": "disturbance.amplitude", "disturbance_until": "disturbance.until"}
 
 
 def sim_params(args: dict[str, str]) -> dict:
     params = {"task": args["task"], "seed": int(args["seed"])}
     for name, kind in _OPTIONAL_SIM.items():
         if args.get(name, "") != "":
-            params[name] = kind(args[name])
+            params[_SIM_PARAMETER.get(name, name)] = kind(args[name])
     return params
 
 

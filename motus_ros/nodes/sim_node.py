@@ -176,6 +176,12 @@ class SimNode(Node):
             f"{self.width}x{self.height} at {cfg.camera_rate:g} Hz, joint states at {cfg.joint_state_rate:g} Hz, "
             f"real-time factor {cfg.real_time_factor:g}; commands on {sorted(subscribed)}"
         )
+        if cfg.disturbance.active:
+            d = cfg.disturbance
+            self.get_logger().info(
+                f"disturbance on: the follower arms are pushed {d.amplitude:g} rad RMS off their setpoints "
+                + (f"until {d.until:g} s into each episode" if d.until else "for the whole episode")
+                + " (recovery demonstrations; not for evaluation)")
 
     @staticmethod
     def _check_config(cfg: SimConfig) -> None:
@@ -190,6 +196,7 @@ class SimNode(Node):
             raise ValueError("parameter image_reliability must be best_effort or reliable")
         if cfg.image_width < 0 or cfg.image_height < 0:
             raise ValueError("image size must be >= 0 (0: the profile's)")
+        cfg.disturbance.validate()
 
     # -- command callbacks (executor thread): validate, count, queue ------------------------------
     def _reject(self, topic: str, exc: Exception) -> None:
@@ -277,7 +284,7 @@ class SimNode(Node):
             # (e.g. Piper's all-zero pose) means something else on this arm (straight out, arms colliding).
             sim = AlohaSim(cfg.task, seed=cfg.seed, timestep=cfg.physics_dt, render_mesh_cell=cfg.render_mesh_cell,
                            success_hold=cfg.success_hold, offscreen_size=(self.width, self.height),
-                           speed_limit=self._speed_limit())
+                           speed_limit=self._speed_limit(), disturbance=cfg.disturbance)
             renderer = CameraRenderer(sim.model, self.width, self.height, tuple(self.cameras))
         except BaseException as exc:  # noqa: BLE001 - reported to the constructor
             self._thread_error = exc
