@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from image_reliance import INSTRUCTION, demonstrations  # noqa: E402
+from image_reliance import INSTRUCTION, demonstrations_and_policy  # noqa: E402
 
 RIGHT = 1  # ee_positions: [left, right]
 
@@ -37,20 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=int, default=48, help="the frame whose TCP is compared (default 48 = 1.6 s)")
     ap.add_argument("--frames", default="0,8,16,24,32,40", help="condition frames (comma-separated, < --target)")
     ns = ap.parse_args(argv)
-    from motus_core.policies import load_policy
     from motus_core.policy.base import Observation, PolicyRequest
-    from motus_core.robot_profile import load_profile
     from motus_core.sim import ee_positions
 
     frames_at = [int(x) for x in ns.frames.split(",")]
     if any(not (0 <= c < ns.target) for c in frames_at):
         raise SystemExit("every condition frame must be within 0..target-1")
-    a, b = (int(x) for x in ns.seeds.split(":"))
-    eps = demonstrations(range(a, b))
-    if not eps:
-        raise SystemExit("no successful demonstration")
-    policy = load_policy(ns.policy, device="cpu", profile=load_profile("sim_aloha"))
-    policy.set_instruction(INSTRUCTION)
+    eps, policy = demonstrations_and_policy(ns.seeds, ns.policy)
     rows = []
     try:
         for e, (frames, q, cmd) in enumerate(eps):

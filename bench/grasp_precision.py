@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from image_reliance import INSTRUCTION, demonstrations  # noqa: E402  (same held-out demonstrations)
+from image_reliance import INSTRUCTION, demonstrations_and_policy  # noqa: E402  (same held-out demonstrations)
 from release_timing import RIGHT_GRIPPER, crossing  # noqa: E402
 
 RIGHT = 1  # ee_positions: [left, right]
@@ -54,20 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--y-tolerance-cm", type=float, default=1.0,
                     help="the grasp's tolerance along y, where the fingers close (bench/grasp_tolerance.py: 1.0 cm)")
     ns = ap.parse_args(argv)
-    from motus_core.policies import load_policy
     from motus_core.policy.base import Observation, PolicyRequest
-    from motus_core.robot_profile import load_profile
     from motus_core.sim import ee_positions
 
-    a, b = (int(x) for x in ns.seeds.split(":"))
-    eps = demonstrations(range(a, b))
-    if len(eps) < 2:
-        raise SystemExit("fewer than two successful demonstrations")
+    eps, policy = demonstrations_and_policy(ns.seeds, ns.policy, at_least=2)
     grasps = [grasp_frame(cmd) for _, _, cmd in eps]
     points = np.array([ee_positions(cmd[g], "tcp")[RIGHT] for (_, _, cmd), g in zip(eps, grasps)])
     spread = [float(np.linalg.norm(points[i] - np.delete(points, i, axis=0).mean(axis=0))) for i in range(len(points))]
-    policy = load_policy(ns.policy, device="cpu", profile=load_profile("sim_aloha"))
-    policy.set_instruction(INSTRUCTION)
     rows = []
     try:
         for e, ((frames, q, cmd), g) in enumerate(zip(eps, grasps)):

@@ -63,6 +63,21 @@ def demonstrations(seeds: range) -> list[tuple[list[dict], np.ndarray, np.ndarra
     return out
 
 
+def demonstrations_and_policy(seeds: str, policy_dir: str, at_least: int = 1):
+    """Held-out demonstrations of seeds ``A:B`` and the policy questioned on them (CPU, the simulated
+    robot's profile, the task's instruction); exits when fewer than ``at_least`` demonstrations succeeded."""
+    from motus_core.policies import load_policy
+    from motus_core.robot_profile import load_profile
+
+    a, b = (int(x) for x in seeds.split(":"))
+    eps = demonstrations(range(a, b))
+    if len(eps) < at_least:
+        raise SystemExit(f"{len(eps)} successful demonstrations of seeds {seeds}; need at least {at_least}")
+    policy = load_policy(policy_dir, device="cpu", profile=load_profile("sim_aloha"))
+    policy.set_instruction(INSTRUCTION)
+    return eps, policy
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--policy", required=True, help="a policy directory (motus-train checkpoint)")
@@ -71,16 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="what the chunks are compared with: the demonstrator's commands (default; the datasets' actions/) "
                          "or the future measured joints (checkpoints trained on qpos)")
     ns = ap.parse_args(argv)
-    from motus_core.policies import load_policy
     from motus_core.policy.base import Observation, PolicyRequest
-    from motus_core.robot_profile import load_profile
 
-    a, b = (int(x) for x in ns.seeds.split(":"))
-    eps = demonstrations(range(a, b))
-    if len(eps) < 2:
-        raise SystemExit("need at least two successful demonstrations")
-    policy = load_policy(ns.policy, device="cpu", profile=load_profile("sim_aloha"))
-    policy.set_instruction(INSTRUCTION)
+    eps, policy = demonstrations_and_policy(ns.seeds, ns.policy, at_least=2)
 
     def predict(images, state, c):
         req = PolicyRequest(Observation(images=images, state=state, stamp=c / 30.0), instruction=INSTRUCTION, seed=0)

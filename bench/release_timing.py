@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from image_reliance import INSTRUCTION, demonstrations  # noqa: E402  (same held-out demonstrations)
+from image_reliance import INSTRUCTION, demonstrations_and_policy  # noqa: E402  (same held-out demonstrations)
 
 LEFT_GRIPPER, RIGHT_GRIPPER = 6, 13
 
@@ -48,16 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=3, help="chunks sampled per frame (noise seeds 0..n-1)")
     ap.add_argument("--window", type=int, default=30, help="frames before and after the left close command")
     ns = ap.parse_args(argv)
-    from motus_core.policies import load_policy
     from motus_core.policy.base import Observation, PolicyRequest
-    from motus_core.robot_profile import load_profile
 
-    a, b = (int(x) for x in ns.seeds.split(":"))
-    eps = demonstrations(range(a, b))
-    if not eps:
-        raise SystemExit("no successful demonstration")
-    policy = load_policy(ns.policy, device="cpu", profile=load_profile("sim_aloha"))
-    policy.set_instruction(INSTRUCTION)
+    eps, policy = demonstrations_and_policy(ns.seeds, ns.policy)
     rows = []
     try:
         for e, (frames, q, cmd) in enumerate(eps):
