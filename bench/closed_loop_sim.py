@@ -98,10 +98,8 @@ def episode(policy, seed: int, ns, limits, profile) -> dict:
 
     from motus_core.sim.commands import ProfileAdapter
 
-    adapter = ProfileAdapter(profile)
-    v = np.asarray(profile.velocity_limit, float)
     # the sim node's default (speed_limit_scale 1): arm joints saturate at the profile's velocity limits
-    sim = AlohaSim(TASK, speed_limit=np.abs(adapter.to_sim(v) - adapter.to_sim(np.zeros_like(v))))
+    sim = AlohaSim(TASK, speed_limit=np.abs(ProfileAdapter(profile).rate_to_sim(profile.velocity_limit)))
     sim.reset(seed=seed)
     cam = profile.cameras["high"]
     renderer = CameraRenderer(sim.model, cam.width, cam.height, ROLES)
@@ -110,9 +108,7 @@ def episode(policy, seed: int, ns, limits, profile) -> dict:
         set_param(cfg, item)
     cfg.validate()
     ex = ChunkExecutor(cfg, limits)
-    grip = profile.gripper
-    ex.configure_monitors(profile.gripper_indices, profile.extra.get("tracking_tolerance"),
-                          gripper_open_sign=1.0 if grip.open_value >= grip.closed_value else -1.0)
+    ex.configure_for_profile(profile)  # as the executor node
     probe = GraspProbe()
     t0 = sim.time
     ticks = [0]

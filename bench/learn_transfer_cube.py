@@ -147,9 +147,8 @@ def stage_record(ns, work: Path) -> dict:
         return info
     demos.mkdir(parents=True, exist_ok=True)
     settings = demos / "record_settings.json"  # a partly recorded workdir keeps its push
-    if settings.is_file() and json.loads(settings.read_text()).get("disturbance") != push:
-        raise SystemExit(f"record: {demos} was partly recorded with disturbance {json.loads(settings.read_text()).get('disturbance')}, "
-                         f"not {push}: use another --workdir")
+    if settings.is_file() and (old := json.loads(settings.read_text()).get("disturbance")) != push:
+        raise SystemExit(f"record: {demos} was partly recorded with disturbance {old}, not {push}: use another --workdir")
     settings.write_text(json.dumps({"disturbance": push}))
     eval_lo, eval_hi = ns.eval_seeds
     t0 = time.monotonic()

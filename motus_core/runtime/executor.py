@@ -307,6 +307,12 @@ class ChunkExecutor:
         return None
 
     # ------------------------------------------------------------------ safety monitors
+    def configure_for_profile(self, profile) -> None:
+        """``configure_monitors`` with a robot profile's grippers, tracking tolerances and gripper direction."""
+        grip = profile.gripper
+        self.configure_monitors(profile.gripper_indices, profile.extra.get("tracking_tolerance"),
+                                gripper_open_sign=1.0 if grip.open_value >= grip.closed_value else -1.0)
+
     def configure_monitors(self, gripper_indices, tracking_overrides=None, gripper_open_sign: float = 1.0) -> None:
         """Per-joint tolerances of the tracking monitor and the resync (grippers: fractions of their range)."""
         lim, cfg = self.limits, self.cfg

@@ -82,6 +82,10 @@ class ProfileAdapter:
             return np.asarray(s, float) / self.scale + self.offset
         return np.asarray(s, float) / self.scale[indices] + self.offset[indices]
 
+    def rate_to_sim(self, x: np.ndarray) -> np.ndarray:
+        """Velocities (no offset) from profile units to sim units."""
+        return np.asarray(x, float) * self.scale
+
     def rate_from_sim(self, s: np.ndarray) -> np.ndarray:
         """Velocities (no offset) from sim units to profile units."""
         return np.asarray(s, float) / self.scale

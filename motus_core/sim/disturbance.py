@@ -67,6 +67,10 @@ class TrackingDisturbance:
         # a sum of K independent unit sinusoids has RMS sqrt(K / 2)
         self.scale = cfg.amplitude * np.sqrt(2.0 / SINES)
 
+    def over(self, t: float) -> bool:
+        """True from ``until`` on: the push is zero for the rest of the episode."""
+        return bool(self.cfg.until) and t >= self.cfg.until
+
     def envelope(self, t: float) -> float:
         c = self.cfg
         if t <= 0.0:

@@ -171,6 +171,10 @@ class AlohaSim:
         m, d, follower, layout = self.model, self.data, self.follower, self.layout
         push = self._push
         for _ in range(n):
+            if push is not None and push.over(d.time - self.episode_start):
+                # done for this episode: back to sampling the setpoint only when it changes
+                self._push = push = None
+                self._targets_fresh = True
             active = follower.active(d.time)
             if active or self._targets_fresh or push is not None:
                 pos, _ = follower.sample(d.time)

@@ -132,9 +132,7 @@ class ExecutorNode(Node):
         self.get_logger().info(
             f"Limits: robot profile {self.profile.name!r}" + (f", tightened by the URDF for {len(urdf_joints)} joints" if urdf_joints else ""))
         self.core = ChunkExecutor(core, self.limits)
-        grip = self.profile.gripper
-        self.core.configure_monitors(self.profile.gripper_indices, self.profile.extra.get("tracking_tolerance"),
-                                     gripper_open_sign=1.0 if grip.open_value >= grip.closed_value else -1.0)
+        self.core.configure_for_profile(self.profile)
         self.poses = profile_poses(self.profile)
         if p.hardware not in HARDWARE:
             raise ValueError(f"hardware must be one of {HARDWARE}, got {p.hardware!r}")

@@ -274,7 +274,7 @@ class SimNode(Node):
         if self.cfg.speed_limit_scale <= 0:
             return None
         v = np.asarray(self.profile.velocity_limit, float)
-        return np.abs(self.adapter.to_sim(v) - self.adapter.to_sim(np.zeros_like(v))) * self.cfg.speed_limit_scale
+        return np.abs(self.adapter.rate_to_sim(v)) * self.cfg.speed_limit_scale
 
     # -- the sim thread --------------------------------------------------------------------------
     def _sim_thread(self) -> None:
