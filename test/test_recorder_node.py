@@ -74,7 +74,8 @@ class _Client:
 def test_services_status_missing_topics_discard_and_sigint(tmp_path, ros_context):
     out = tmp_path / "episodes"
     rec = _recorder(out, "-p", "task:=pick_cube")
-    robot = _fake_robot("--skip", "/cam_right_wrist/camera_info")
+    # the instruction is published once, before the episode: its value is still recorded in the episode
+    robot = _fake_robot("--skip", "/cam_right_wrist/camera_info", "--instruction-period", "1000")
     client = _Client(ros_context)
     StartEpisode, StopEpisode, DiscardEpisode = client.types
     try:
@@ -96,6 +97,7 @@ def test_services_status_missing_topics_discard_and_sigint(tmp_path, ros_context
         counts = count_messages(out / first / "bag")
         written = {t.topic: t.written for t in r.topics if t.written}
         assert counts == written and counts[CAM] >= 20 and counts["/joint_states"] > counts[CAM]
+        assert counts["/instruction"] == 1
         assert all(t.dropped == 0 for t in r.topics)
         raw = next(read_messages(out / first / "bag", {CAM}))
         from test.data_helpers import TS

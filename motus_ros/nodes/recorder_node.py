@@ -122,6 +122,7 @@ class RecorderNode(Node):
         )
         self.meters = {t.topic: _Meter() for t in self.topics}
         self.latest_instruction = ""
+        self._instruction_raw: bytes | None = None  # the last message as received, carried into each episode
         self._finished_note: EpisodeMetadata | None = None
         # status and QoS checks run on the steady clock: with use_sim_time they must not stop when /clock does
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -198,6 +199,7 @@ class RecorderNode(Node):
     def _instruction_received(self, raw: bytes) -> None:
         from std_msgs.msg import String
 
+        self._instruction_raw = bytes(raw)
         try:
             self.latest_instruction = deserialize_message(raw, String).data.strip()
         except Exception:  # noqa: BLE001 - a malformed message is recorded as is, just not used as the default
@@ -223,6 +225,10 @@ class RecorderNode(Node):
             self.get_logger().error(f"cannot start an episode: {exc}")
             self._publish_status()
             return res
+        # The instruction is state published slowly (or once): its current value belongs in the episode even when
+        # it was received before the start, as a latched topic would be recorded.
+        if self._instruction_raw is not None and p.instruction_topic:
+            self.recorder.offer(p.instruction_topic, self._instruction_raw, self.get_clock().now().nanoseconds)
         silent = [t.topic for t in self.topics if self.meters[t.topic].count == 0]
         res.success, res.episode_id, res.path = True, meta.episode_id, str(self.recorder.root / meta.episode_id)
         res.message = f"recording {meta.episode_id}"

@@ -73,6 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--joint-rate", type=float, default=200.0)
     ap.add_argument("--instruction", default="pick up the cube")
     ap.add_argument("--instruction-topic", default="/instruction")
+    ap.add_argument("--instruction-period", type=float, default=1.0, help="seconds between instruction messages")
     ap.add_argument("--skip", nargs="*", default=[], help="topics not to publish (a topic that is never received)")
     ap.add_argument("--wait-subscribers", type=float, default=20.0, help="wait this long for a subscriber on every topic")
     ap.add_argument("--reliable", action="store_true", help="RELIABLE publishers (default BEST_EFFORT)")
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
             if instr_pub is not None and now >= next_instr:
                 instr_pub.publish(bytes(ts.serialize_cdr(ts.types["std_msgs/msg/String"](data=args.instruction), "std_msgs/msg/String")))
                 counts[args.instruction_topic] += 1
-                next_instr += 1.0
+                next_instr += args.instruction_period
             sleep = min(next_cam, next_joint) - time.monotonic()
             if sleep > 0:
                 time.sleep(sleep)
