@@ -534,6 +534,38 @@ def test_fsdp_with_lora_is_refused(dataset, tmp_path, monkeypatch):
         t.setup()
 
 
+def test_train_vlm_trains_saves_serves_and_resumes_bit_exact(dataset, tmp_path, monkeypatch):
+    """model.train_vlm: the VLM is in the optimizer, changes, is written into each checkpoint (the policy
+    serves it), and a resumed run continues it exactly; refused under torchrun (it is not wrapped)."""
+    from motus_core.models.motus.checkpoint import load_weights
+    from motus_core.models.motus.train.config import TrainConfigError
+    from motus_core.models.motus.train.trainer import Trainer, train
+    from motus_core.policies import load_policy
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    t = Trainer(config(dataset, full, "train.steps=6", "model.train_vlm=true"))
+    t.setup()
+    assert [g["name"] for g in t.optimizer.param_groups][-1] == "vlm"
+    before = {k: v.clone() for k, v in t.built.vlm.model.state_dict().items()}
+    assert t.run() == 0
+    after = t.built.vlm.model.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(changed) > len(before) // 2, f"only {len(changed)} of {len(before)} VLM tensors trained"
+    assert not (full / "frozen" / "vlm.safetensors.index.json").exists()  # no stale random VLM beside the trained one
+    policy = load_policy(str(full / "final"))
+    for k, v in policy.vlm.model.state_dict().items():
+        assert torch.equal(v, after[k]), k
+    # resume: the VLM and its optimizer state continue exactly
+    assert train(config(dataset, part, "train.steps=3", "model.train_vlm=true")) == 0
+    assert train(config(dataset, part, "train.steps=6", "model.train_vlm=true")) == 0
+    _same_final_weights(full, part)
+    va, vb = (load_weights(d / "final" / "vlm.safetensors.index.json") for d in (full, part))
+    assert va.keys() == vb.keys() and all(torch.equal(va[k], vb[k]) for k in va)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(TrainConfigError, match="train_vlm trains in a single process"):
+        Trainer(config(dataset, tmp_path / "dist", "model.train_vlm=true")).setup()
+
+
 def test_memory_estimate_and_benchmark_step_hook():
     from motus_core.models.motus.config import full_config
     from motus_core.models.motus.train.config import LoraSection

@@ -92,6 +92,11 @@ class VLMFeatures:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    @property
+    def trainable(self) -> bool:
+        """Trained with the model (``motus-train model.train_vlm``); frozen otherwise."""
+        return any(p.requires_grad for p in self.model.parameters())
+
     @torch.no_grad()
     def __call__(self, image: np.ndarray, text: str) -> torch.Tensor:
         inputs = self.prompt(image, text)

@@ -64,7 +64,15 @@ def _prompt(config: MotusConfig, processor_dir: Path | None):
 
 
 def build_models(section: ModelSection, init: InitSection, device: torch.device) -> Built:
-    """Trainable model (float32 master weights) + frozen VAE and VLM on ``device``."""
+    """Trainable model (float32 master weights) + frozen VAE and VLM on ``device`` (the VLM trainable, in
+    float32, with ``section.train_vlm``)."""
+    built = _build_models(section, init, device)
+    if section.train_vlm:
+        built.vlm.model.to(torch.float32).train().requires_grad_(True)
+    return built
+
+
+def _build_models(section: ModelSection, init: InitSection, device: torch.device) -> Built:
     if init.source == "converted":
         if not init.path:
             raise TrainConfigError("init.source=converted needs init.path (a motus-convert-checkpoint directory)")

@@ -103,8 +103,9 @@ class CheckpointWriter:
 
     # ------------------------------------------------------------------------------ checkpoints
     def save(self, name: str, *, config: MotusConfig, core_sd: dict, extras: PolicyExtras, train_state: dict | None,
-             update_latest: bool = True) -> Path:
-        """Write ``checkpoints/<name>`` (or ``final`` when ``name == 'final'``) atomically."""
+             update_latest: bool = True, vlm_sd: dict | None = None) -> Path:
+        """Write ``checkpoints/<name>`` (or ``final`` when ``name == 'final'``) atomically. ``vlm_sd``: a trained
+        VLM (``model.train_vlm``), written into this checkpoint instead of linked from ``frozen/``."""
         if self._frozen_files is None:
             raise RuntimeError("write_frozen() must run before the first checkpoint")
         final = self.out / "final" if name == "final" else self.root / name
@@ -116,7 +117,9 @@ class CheckpointWriter:
         meta["weights"] = save_sharded({k: v.detach().cpu() for k, v in core_sd.items()}, tmp, "motus", progress=False)
         self._link_frozen(tmp)
         meta["vae"] = DEFAULT_FILES["vae"]
-        if "vlm" in self._frozen_files:
+        if vlm_sd is not None:
+            meta["vlm"] = save_sharded(vlm_sd, tmp, "vlm", progress=False)
+        elif "vlm" in self._frozen_files:
             meta["vlm"] = self._frozen_files["vlm"][0]
         meta["vlm_processor"] = DEFAULT_FILES["vlm_processor"] if "vlm_processor" in self._frozen_files else "tiny"
         meta["embedding_cache"] = DEFAULT_FILES["embedding_cache"]

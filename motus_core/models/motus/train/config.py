@@ -34,6 +34,9 @@ def _f(default, help: str, *, choices: Sequence | None = None, lo=None, hi=None,
 class ModelSection:
     preset: str = _f("full", "MotusConfig preset the overrides apply to", choices=("tiny", "reduced", "reduced_sim", "full"))
     config: dict = _f(None, "MotusConfig field overrides (nested dicts wan/vae/vlm are merged key by key)", factory=dict)
+    train_vlm: bool = _f(False, "train the VLM with the model, at the experts' lr (official: frozen, it is pretrained; a "
+                         "model trained from scratch otherwise reads its images through a fixed random VLM); "
+                         "single process only, saved in every checkpoint")
 
 
 @dataclass

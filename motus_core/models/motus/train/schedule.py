@@ -21,8 +21,9 @@ def lr_multiplier(step: int, cfg: OptimSection) -> float:
     return cfg.f_min + (cfg.f_max - cfg.f_min) * left / cfg.cycle_length
 
 
-def param_groups(model: torch.nn.Module, cfg: OptimSection) -> list[dict]:
-    """[non-WAN group, WAN group] of the parameters that require grad (frozen VLM/VAE are not in the model)."""
+def param_groups(model: torch.nn.Module, cfg: OptimSection, vlm: torch.nn.Module | None = None) -> list[dict]:
+    """[non-WAN group, WAN group, VLM group] of the parameters that require grad (the VAE and the VLM are not
+    in the model; ``vlm`` is given when it is trained, at the experts' lr)."""
     other, wan = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -31,11 +32,14 @@ def param_groups(model: torch.nn.Module, cfg: OptimSection) -> list[dict]:
     groups = [{"params": other, "lr": cfg.lr, "name": "experts"}]
     if wan:
         groups.append({"params": wan, "lr": cfg.wan_lr if cfg.wan_lr is not None else cfg.lr, "name": "wan"})
+    if vlm is not None:
+        groups.append({"params": [p for p in vlm.parameters() if p.requires_grad], "lr": cfg.lr, "name": "vlm"})
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimSection) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    groups = param_groups(model, cfg)
+def build_optimizer(model: torch.nn.Module, cfg: OptimSection, vlm: torch.nn.Module | None = None
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    groups = param_groups(model, cfg, vlm)
     if not groups:
         raise RuntimeError("nothing to train: no parameter requires grad")
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)

@@ -29,9 +29,10 @@ from ..vlm import VLMFeatures
 
 
 def vlm_hidden(vlm: VLMFeatures, inputs: list[dict]) -> torch.Tensor:
-    """Per-sample frozen VLM features, right-padded with zeros -> ``[B, L_max, vlm_dim]`` (float32)."""
+    """Per-sample VLM features, right-padded with zeros -> ``[B, L_max, vlm_dim]`` (float32); with a graph
+    only when the VLM is trained (``model.train_vlm``) and grad is enabled."""
     hs = []
-    with torch.no_grad():
+    with torch.set_grad_enabled(torch.is_grad_enabled() and vlm.trainable):
         for inp in inputs:
             x = {k: v.to(vlm.device) for k, v in inp.items()}
             x["pixel_values"] = x["pixel_values"].to(vlm.dtype)
@@ -46,8 +47,9 @@ def video_pixels(batch: dict) -> torch.Tensor:
 
 
 class MotusLoss(nn.Module):
-    """The trainable model + its frozen input encoders (kept outside the module tree: never trained,
-    never wrapped by DDP/FSDP2, never in the optimizer)."""
+    """The trainable model + its input encoders (kept outside the module tree: never wrapped by DDP/FSDP2;
+    the VAE is always frozen, the VLM is trained only with ``model.train_vlm``, single process, its
+    parameters in the optimizer's ``vlm`` group)."""
 
     def __init__(self, model: MotusModel, vae: MotusVAE, vlm: VLMFeatures):
         super().__init__()
@@ -56,7 +58,7 @@ class MotusLoss(nn.Module):
         object.__setattr__(self, "vlm", vlm)
 
     def encode(self, batch: dict) -> dict:
-        """The frozen part: VAE latents and VLM features (no graph)."""
+        """The input encoders: VAE latents (no graph) and VLM features (a graph when the VLM is trained)."""
         dev = self.model.device
         with torch.no_grad():
             clean = self.vae.encode_pixels(video_pixels(batch).to(dev))

@@ -121,6 +121,9 @@ class Trainer:
             # checkpoints hold LoRA-merged weights, which peft computes from the live (here sharded) layers
             raise TrainConfigError("train.distributed=fsdp with lora.enabled is not supported; use train.distributed=ddp "
                                    "(the adapters' gradients and optimizer state are small)")
+        if cfg.model.train_vlm and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # the VLM lives outside the wrapped module: DDP/FSDP would not reduce its gradients
+            raise TrainConfigError("model.train_vlm trains in a single process only (the VLM is not wrapped by DDP/FSDP)")
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
         if cfg.train.device == "cuda" and not torch.cuda.is_available():
@@ -157,7 +160,7 @@ class Trainer:
         if d.world > 1:
             self.wrapped = self._wrap()
         # FSDP2 replaces the model's parameters in place (sharded DTensors): the optimizer takes them from the model
-        self.optimizer, self.scheduler = build_optimizer(built.model, cfg.optim)
+        self.optimizer, self.scheduler = build_optimizer(built.model, cfg.optim, self._trained_vlm)
         opts = {"step_period": 1.0 / 30.0 * cfg.data.global_downsample_rate}
         if cfg.train.num_threads > 0 and d.device.type == "cpu":
             opts["num_threads"] = cfg.train.num_threads
@@ -166,17 +169,24 @@ class Trainer:
             text_identity=identity, text_encoder=encoder, instructions=self.data.instructions,
             vlm_processor=built.vlm_processor, train_config=cfg.to_dict(), policy_options=opts)
         if d.main:
-            self.ckpt.write_frozen(built.vae.vae.state_dict(), built.vlm.model.state_dict(), self.extras)
+            # a trained VLM is written into every checkpoint instead
+            self.ckpt.write_frozen(built.vae.vae.state_dict(), None if cfg.model.train_vlm else built.vlm.model.state_dict(),
+                                   self.extras)
         self._barrier()
         if not d.main:
             self.ckpt.write_frozen(None, None, self.extras)  # reads the marker written by rank 0
         self.start = 0
         if latest is not None:
             self._resume(latest)
-        n_train = sum(p.numel() for p in built.model.parameters() if p.requires_grad)
+        n_train = sum(p.numel() for g in self.optimizer.param_groups for p in g["params"])
         if d.main:
-            log.info("model: %.2fM trainable parameters; device %s; %d process(es); batch %d per process",
-                     n_train / 1e6, d.device, d.world, cfg.train.batch_size)
+            log.info("model: %.2fM trainable parameters%s; device %s; %d process(es); batch %d per process",
+                     n_train / 1e6, " (the VLM's included)" if cfg.model.train_vlm else "", d.device, d.world,
+                     cfg.train.batch_size)
+
+    @property
+    def _trained_vlm(self) -> torch.nn.Module | None:
+        return self.built.vlm.model if self.cfg.model.train_vlm else None
 
     def _vae_statistics(self, latest: Path | None) -> None:
         """Measure the latent statistics of a random VAE (``vae_stats``); a resumed run keeps its checkpoint's."""
@@ -320,6 +330,15 @@ class Trainer:
             with torch.no_grad():
                 for k, v in own.items():
                     v.copy_(sd[k].to(v.dtype))
+                if self._trained_vlm is not None:  # the trained VLM is the checkpoint's own (model.train_vlm)
+                    from ..checkpoint import read_policy_file, resolve
+                    from ..convert import check_state_dict
+
+                    vsd = load_weights(resolve(path, read_policy_file(path)["vlm"]))
+                    vown = self._trained_vlm.state_dict()
+                    check_state_dict(vown, vsd, f"{path}: the trained VLM")
+                    for k, v in vown.items():
+                        v.copy_(vsd[k].to(v.dtype))
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         rng = state["rng"]
@@ -335,7 +354,9 @@ class Trainer:
         ts = self._train_state(step)
         path = None
         if self.dist.main:
-            path = self.ckpt.save(name or f"step_{step:08d}", config=self.mcfg, core_sd=sd, extras=self.extras, train_state=ts)
+            vlm = self._trained_vlm
+            path = self.ckpt.save(name or f"step_{step:08d}", config=self.mcfg, core_sd=sd, extras=self.extras, train_state=ts,
+                                  vlm_sd=None if vlm is None else {k: v.detach().cpu().clone() for k, v in vlm.state_dict().items()})
             log.info("checkpoint %s (step %d)", path, step)
         self._barrier()
         return path
