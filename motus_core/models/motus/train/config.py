@@ -111,6 +111,9 @@ class TrainSection:
     precision: str = _f("auto", "auto = bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16"))
     num_threads: int = _f(0, "torch CPU threads of the training process (0: torch's default)", lo=0)
     activation_checkpointing: bool = _f(False, "recompute each transformer layer in backward (memory for time)")
+    encoder_cache_mb: float = _f(0.0, "memory (MB per process) for each sample's frozen VAE latents and frozen VLM features, "
+                                 "computed once instead of every time the sample is drawn, each sample on its own (a "
+                                 "resumed run stays bit-exact); 0: encoded every step as a batch (official)", lo=0.0)
     distributed: str = _f("ddp", "engine under torchrun: DDP (replicated) or FSDP (PyTorch's, sharded)", choices=("ddp", "fsdp"))
     log_every: int = _f(10, "TensorBoard scalars every N steps", lo=1)
     val_every: int = _f(500, "validation every N steps (0: only at the end)", lo=0)

@@ -26,19 +26,27 @@ from torch.distributed.tensor import DTensor
 from ..model import Conditioning, MotusModel
 from ..vae import MotusVAE
 from ..vlm import VLMFeatures
+from .encoder_cache import EncoderCache
+
+
+def vlm_hidden_one(vlm: VLMFeatures, inp: dict) -> torch.Tensor:
+    """One sample's VLM last hidden state ``[L, vlm_dim]`` (float32); with a graph only when the VLM is
+    trained (``model.train_vlm``) and grad is enabled."""
+    with torch.set_grad_enabled(torch.is_grad_enabled() and vlm.trainable):
+        x = {k: v.to(vlm.device) for k, v in inp.items()}
+        x["pixel_values"] = x["pixel_values"].to(vlm.dtype)
+        return vlm.model(**x, use_cache=False).last_hidden_state.float()[0]
+
+
+def pad_stack(hs: list[torch.Tensor]) -> torch.Tensor:
+    """Per-sample ``[L_i, D]`` -> ``[B, L_max, D]``, right-padded with zeros."""
+    n = max(h.shape[0] for h in hs)
+    return torch.stack([torch.cat([h, h.new_zeros(n - h.shape[0], h.shape[1])]) if h.shape[0] < n else h for h in hs])
 
 
 def vlm_hidden(vlm: VLMFeatures, inputs: list[dict]) -> torch.Tensor:
-    """Per-sample VLM features, right-padded with zeros -> ``[B, L_max, vlm_dim]`` (float32); with a graph
-    only when the VLM is trained (``model.train_vlm``) and grad is enabled."""
-    hs = []
-    with torch.set_grad_enabled(torch.is_grad_enabled() and vlm.trainable):
-        for inp in inputs:
-            x = {k: v.to(vlm.device) for k, v in inp.items()}
-            x["pixel_values"] = x["pixel_values"].to(vlm.dtype)
-            hs.append(vlm.model(**x, use_cache=False).last_hidden_state.float()[0])
-    n = max(h.shape[0] for h in hs)
-    return torch.stack([torch.cat([h, h.new_zeros(n - h.shape[0], h.shape[1])]) if h.shape[0] < n else h for h in hs])
+    """Per-sample VLM features, right-padded with zeros -> ``[B, L_max, vlm_dim]`` (float32)."""
+    return pad_stack([vlm_hidden_one(vlm, inp) for inp in inputs])
 
 
 def video_pixels(batch: dict) -> torch.Tensor:
@@ -51,20 +59,31 @@ class MotusLoss(nn.Module):
     the VAE is always frozen, the VLM is trained only with ``model.train_vlm``, single process, its
     parameters in the optimizer's ``vlm`` group)."""
 
-    def __init__(self, model: MotusModel, vae: MotusVAE, vlm: VLMFeatures):
+    def __init__(self, model: MotusModel, vae: MotusVAE, vlm: VLMFeatures, cache: EncoderCache | None = None):
         super().__init__()
         self.model = model
         object.__setattr__(self, "vae", vae)
         object.__setattr__(self, "vlm", vlm)
+        object.__setattr__(self, "cache", cache)
 
     def encode(self, batch: dict) -> dict:
-        """The input encoders: VAE latents (no graph) and VLM features (a graph when the VLM is trained)."""
+        """The input encoders: VAE latents (no graph) and VLM features (a graph when the VLM is trained);
+        with an encoder cache (``train.encoder_cache_mb``) each sample's frozen outputs are computed once."""
         dev = self.model.device
-        with torch.no_grad():
-            clean = self.vae.encode_pixels(video_pixels(batch).to(dev))
+        if self.cache is not None:
+            keys = self.cache.keys(batch)
+            clean = self.cache.vae_latents(self.vae, video_pixels(batch).to(dev), keys)
+            if self.vlm.trainable:
+                hidden = vlm_hidden(self.vlm, batch["vlm_inputs"])
+            else:
+                hidden = pad_stack(self.cache.vlm_features(self.vlm, batch["vlm_inputs"], keys, batch["instruction"]))
+        else:
+            with torch.no_grad():
+                clean = self.vae.encode_pixels(video_pixels(batch).to(dev))
+            hidden = vlm_hidden(self.vlm, batch["vlm_inputs"])
         return {
             "clean": clean,
-            "vlm_hidden": vlm_hidden(self.vlm, batch["vlm_inputs"]),
+            "vlm_hidden": hidden,
             "t5": batch["language_embedding"].to(dev),
             "actions": batch["action_sequence"].to(dev),
             "state": batch["initial_state"].to(dev) if batch.get("initial_state") is not None else None,

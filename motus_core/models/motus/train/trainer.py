@@ -46,6 +46,7 @@ from .checkpoints import TRAIN_STATE, CheckpointWriter, PolicyExtras
 from .config import TrainConfig, TrainConfigError
 from .data import TrainData, collate, open_data, validation_indices
 from .schedule import build_optimizer
+from .encoder_cache import EncoderCache
 from .step import MotusLoss, one_step
 from .vae_stats import apply_statistics, describe, measure_latent_statistics, sample_videos, vae_is_random
 
@@ -150,7 +151,8 @@ class Trainer:
         latest = self.ckpt.latest() if cfg.train.resume else None
         self._vae_statistics(latest)
         identity, encoder = text_setup(cfg, self.data, int(self.mcfg.wan["text_dim"]))
-        self.loss = MotusLoss(built.model, built.vae, built.vlm)
+        cache = EncoderCache(cfg.train.encoder_cache_mb) if cfg.train.encoder_cache_mb > 0 else None
+        self.loss = MotusLoss(built.model, built.vae, built.vlm, cache)
         if cfg.lora.enabled:
             from .lora import add_lora
 
@@ -358,6 +360,8 @@ class Trainer:
             path = self.ckpt.save(name or f"step_{step:08d}", config=self.mcfg, core_sd=sd, extras=self.extras, train_state=ts,
                                   vlm_sd=None if vlm is None else {k: v.detach().cpu().clone() for k, v in vlm.state_dict().items()})
             log.info("checkpoint %s (step %d)", path, step)
+            if self.loss.cache is not None:
+                log.info("encoder cache: %s", self.loss.cache.describe())
         self._barrier()
         return path
 
