@@ -584,6 +584,11 @@ class Harness:
         else:
             out["kill_to_hold_wall_ms"] = round((hold[0] - t_wall) * 1000, 1)
             out["kill_to_hold_sim_ms"] = round(max(0.0, hold[1] - t_sim) * 1000, 1)
+        # what a supervisor restarting a killed node does first (docs/runtime.md): the killed process's Fast DDS
+        # shared-memory files stay behind, and a stale port can keep the new process from receiving data
+        cleaned = clean_zombie_shm()
+        if cleaned is not None:
+            out["zombie_shm_cleaned"] = {"segments": cleaned[0], "ports": cleaned[1]}
         pol.start()
         t_start = time.monotonic()
         try:
