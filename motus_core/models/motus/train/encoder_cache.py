@@ -2,7 +2,7 @@
 
 The VAE is frozen and its latent is the posterior mean: a sample (episode, condition frame) encodes to
 the same latent every time it is drawn, and with the proof's small model the VAE took more than half of
-each CPU step (`motus_core/models/motus/train/encoder_cache.py` docstring in docs/motus.md). The same
+each CPU step (docs/motus.md, "Encoder cache"). The same
 holds for a frozen VLM's features of the condition image and instruction. This cache keeps both, up to
 a memory budget; a full budget stops adding (nothing is evicted, so what a step sees does not depend
 on eviction order).

@@ -45,8 +45,8 @@ from .build import build_models
 from .checkpoints import TRAIN_STATE, CheckpointWriter, PolicyExtras
 from .config import TrainConfig, TrainConfigError
 from .data import TrainData, collate, open_data, validation_indices
-from .schedule import build_optimizer
 from .encoder_cache import EncoderCache
+from .schedule import build_optimizer
 from .step import MotusLoss, one_step
 from .vae_stats import apply_statistics, describe, measure_latent_statistics, sample_videos, vae_is_random
 
