@@ -13,10 +13,9 @@ the latents the uninterrupted run saw.
 """
 from __future__ import annotations
 
-import torch
+from typing import Callable
 
-from ..vae import MotusVAE
-from ..vlm import VLMFeatures
+import torch
 
 
 class EncoderCache:
@@ -28,11 +27,16 @@ class EncoderCache:
         self.hits = 0
         self.misses = 0
 
-    def _keep(self, store: dict, key: tuple, value: torch.Tensor) -> None:
+    def _lookup(self, store: dict, key: tuple, compute: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, bool]:
+        value = store.get(key)
+        if value is not None:
+            return value, True
+        value = compute()
         n = value.numel() * value.element_size()
         if self.used + n <= self.max_bytes:
             store[key] = value
             self.used += n
+        return value, False
 
     @staticmethod
     def keys(batch: dict) -> list[tuple]:
@@ -40,34 +44,16 @@ class EncoderCache:
             raise KeyError("the encoder cache needs each sample's 'episode' and 'cond_index' (the reader's collate)")
         return list(zip(batch["episode"], batch["cond_index"]))
 
-    def vae_latents(self, vae: MotusVAE, pixels: torch.Tensor, keys: list[tuple]) -> torch.Tensor:
-        """``pixels [B, 3, T, H, W]`` -> the normalised latents, one sample at a time, cached by key."""
-        out = []
-        for i, key in enumerate(keys):
-            z = self.latents.get(key)
-            if z is None:
-                self.misses += 1
-                with torch.no_grad():
-                    z = vae.encode_pixels(pixels[i:i + 1])[0]
-                self._keep(self.latents, key, z)
-            else:
-                self.hits += 1
-            out.append(z)
-        return torch.stack(out)
+    def latent(self, key: tuple, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """A sample's VAE latents: cached, or ``compute()`` (one sample's encode) and kept."""
+        z, hit = self._lookup(self.latents, key, compute)
+        self.hits += hit
+        self.misses += not hit
+        return z
 
-    def vlm_features(self, vlm: VLMFeatures, inputs: list[dict], keys: list[tuple], instructions: list[str]) -> list[torch.Tensor]:
-        """A frozen VLM's last hidden state ``[L, D]`` per sample, cached by (key, instruction)."""
-        from .step import vlm_hidden_one
-
-        out = []
-        for inp, key, text in zip(inputs, keys, instructions):
-            k = (*key, text)
-            h = self.features.get(k)
-            if h is None:
-                h = vlm_hidden_one(vlm, inp)
-                self._keep(self.features, k, h)
-            out.append(h)
-        return out
+    def feature(self, key: tuple, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """A frozen VLM's features for a key that includes the instruction: cached, or ``compute()`` and kept."""
+        return self._lookup(self.features, key, compute)[0]
 
     def describe(self) -> str:
         n = self.hits + self.misses

@@ -71,12 +71,15 @@ class MotusLoss(nn.Module):
         with an encoder cache (``train.encoder_cache_mb``) each sample's frozen outputs are computed once."""
         dev = self.model.device
         if self.cache is not None:
-            keys = self.cache.keys(batch)
-            clean = self.cache.vae_latents(self.vae, video_pixels(batch).to(dev), keys)
+            # each sample on its own, cached or not: the same latents whatever the batch (bit-exact resume)
+            c, keys, pixels = self.cache, self.cache.keys(batch), video_pixels(batch).to(dev)
+            with torch.no_grad():
+                clean = torch.stack([c.latent(k, lambda i=i: self.vae.encode_pixels(pixels[i:i + 1])[0]) for i, k in enumerate(keys)])
             if self.vlm.trainable:
                 hidden = vlm_hidden(self.vlm, batch["vlm_inputs"])
             else:
-                hidden = pad_stack(self.cache.vlm_features(self.vlm, batch["vlm_inputs"], keys, batch["instruction"]))
+                hidden = pad_stack([c.feature((*k, text), lambda inp=inp: vlm_hidden_one(self.vlm, inp))
+                                    for k, text, inp in zip(keys, batch["instruction"], batch["vlm_inputs"])])
         else:
             with torch.no_grad():
                 clean = self.vae.encode_pixels(video_pixels(batch).to(dev))
