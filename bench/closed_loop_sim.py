@@ -77,6 +77,40 @@ class GraspProbe:
                        "command_ahead_cm": 100 * float(np.linalg.norm(lag))}
 
 
+class CarryProbe:
+    """Watches the cube once the right gripper has lifted it (stage 2): each time it is lost (the stage falls
+    back below 2) and what the right gripper was commanded then: opened by the policy (a command above 0.5
+    within the last 0.3 s) or slipped with the gripper commanded shut."""
+
+    def __init__(self):
+        self.holding = False
+        self.lost: list[dict] = []
+        self._since = 0.0
+        self._max_z = 0.0
+        self._max_stage = 0
+        self._recent: list[tuple[float, float]] = []  # (t, right gripper command)
+
+    def see(self, t: float, stage: int, command: np.ndarray, measured: np.ndarray, cube: np.ndarray) -> None:
+        from motus_core.sim import ee_positions
+
+        self._recent = [(tt, g) for tt, g in self._recent if t - tt <= 0.3] + [(t, float(command[RIGHT_GRIPPER]))]
+        if stage >= 2:
+            if not self.holding:
+                self.holding, self._since, self._max_z, self._max_stage = True, t, 0.0, 0
+            self._max_z = max(self._max_z, float(cube[2]))
+            self._max_stage = max(self._max_stage, stage)
+        elif self.holding:
+            self.holding = False
+            d = ee_positions(measured, "tcp")[RIGHT] - cube
+            self.lost.append({"time": round(t, 2), "held_s": round(t - self._since, 2),
+                              "cause": "opened" if max(g for _, g in self._recent) > 0.5 else "slipped",
+                              "left_touched": self._max_stage >= 3,
+                              "right_command": round(float(command[RIGHT_GRIPPER]), 3),
+                              "right_measured": round(float(measured[RIGHT_GRIPPER]), 3),
+                              "cube_max_height_cm": round(100 * self._max_z, 1),
+                              "tcp_minus_cube_cm": [round(100 * float(v), 1) for v in d]})
+
+
 def demonstrated_grasp(seed: int) -> dict | None:
     """The scripted demonstrator's grasp on ``seed`` (same probe), no rendering."""
     from motus_core.sim import AlohaSim
@@ -109,7 +143,7 @@ def episode(policy, seed: int, ns, limits, profile) -> dict:
     cfg.validate()
     ex = ChunkExecutor(cfg, limits)
     ex.configure_for_profile(profile)  # as the executor node
-    probe = GraspProbe()
+    probe, carry = GraspProbe(), CarryProbe()
     t0 = sim.time
     ticks = [0]
 
@@ -119,9 +153,11 @@ def episode(policy, seed: int, ns, limits, profile) -> dict:
         sim.set_targets(command)
         ticks[0] += 1
         sim.step_until(t0 + ticks[0] / ns.command_rate)
-        sim.update_task()
+        stage = sim.update_task()
         q = sim.positions()
-        probe.see(sim.time - t0, command, q, sim.object_poses()["box"].position)
+        cube = sim.object_poses()["box"].position
+        probe.see(sim.time - t0, command, q, cube)
+        carry.see(sim.time - t0, stage, command, q, cube)
         return q
 
     try:
@@ -136,7 +172,7 @@ def episode(policy, seed: int, ns, limits, profile) -> dict:
     return {"seed": seed, "success": bool(t.success), "max_stage": int(t.max_stage),
             "time_to_success": round(t.success_time - sim.episode_start, 2) if t.success else -1.0,
             "chunks": len(run.requests), "chunks_rejected": int(st.get("chunks_rejected", 0)),
-            "limit_hits": int(st.get("limit_hits", 0)), "grasp": probe.at}
+            "limit_hits": int(st.get("limit_hits", 0)), "grasp": probe.at, "lost": carry.lost}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,8 +210,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"from the cube (command {g['command_ahead_cm']:.1f} cm ahead)" if g else "never closed")
             d = row["demonstrated_grasp"]
             ref = f"; demonstrator z {d['z_cm']:+.1f} cm" if d else ""
+            lost = "; ".join(f"lost at {x['time']:.2f} s ({x['cause']}{', left touched' if x['left_touched'] else ''}, held {x['held_s']:.2f} s, "
+                             f"cube up to {x['cube_max_height_cm']:.1f} cm)" for x in row["lost"])
             print(f"seed {seed}: {'success' if row['success'] else 'fail'} (stage {row['max_stage']}), {where}{ref}, "
-                  f"{row['chunks']} chunks, {row['limit_hits']} limit hits, {row['wall_s']} s", flush=True)
+                  f"{row['chunks']} chunks, {row['limit_hits']} limit hits, {row['wall_s']} s{'; ' + lost if lost else ''}", flush=True)
     finally:
         policy.close()
     ys = [abs(r["grasp"]["y_cm"]) for r in rows if r["grasp"]]
@@ -183,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                "delay": ns.delay, "episodes": len(rows), "success_rate": sum(r["success"] for r in rows) / max(1, len(rows)),
                "grasped": sum(r["max_stage"] >= 2 for r in rows),
                "grasp_y_cm_abs_median": float(np.median(ys)) if ys else None,
-               "beyond_y_tolerance": sum(y > ns.y_tolerance_cm for y in ys), "rows": rows}
+               "beyond_y_tolerance": sum(y > ns.y_tolerance_cm for y in ys),
+               "lost_after_lift": {c: sum(x["cause"] == c for r in rows for x in r["lost"]) for c in ("opened", "slipped")},
+               "rows": rows}
     print(json.dumps(summary), flush=True)
     return 0
 

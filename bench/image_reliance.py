@@ -36,30 +36,16 @@ FRAMES = (0, 30, 60, 90, 120, 150)
 
 def demonstrations(seeds: range) -> list[tuple[list[dict], np.ndarray, np.ndarray]]:
     from motus_core.robot_profile import load_profile
-    from motus_core.sim import AlohaSim
-    from motus_core.sim.dataset import ROLES, commands_in_effect
-    from motus_core.sim.demonstrator import ScriptedDemonstrator, run_episode
-    from motus_core.sim.render import CameraRenderer
+    from motus_core.sim.dataset import render_demonstration
 
     cam = load_profile("sim_aloha").cameras["high"]
     out = []
     for seed in seeds:
-        sim = AlohaSim(TASK)
-        renderer = CameraRenderer(sim.model, cam.width, cam.height, ROLES)
-        frames, q, cmds = [], [], []
-
-        def tick(obs, cmd):
-            frames.append({role: renderer.render(sim.data, role).copy() for role in ROLES})
-            q.append(np.asarray(obs.q, np.float64))
-            cmds.append(np.asarray(cmd, np.float64))
-
-        try:
-            if not run_episode(sim, ScriptedDemonstrator(TASK), seed, on_tick=tick).success:
-                print(f"seed {seed}: the demonstration failed, left out", file=sys.stderr)
-                continue
-        finally:
-            renderer.close()
-        out.append((frames, np.asarray(q), commands_in_effect(cmds).astype(np.float64)))
+        demo = render_demonstration(TASK, seed, cam.width, cam.height)
+        if not demo.success:
+            print(f"seed {seed}: the demonstration failed, left out", file=sys.stderr)
+            continue
+        out.append((demo.frames, demo.q, demo.targets))
     return out
 
 

@@ -47,6 +47,9 @@ def test_real_time_factor_follows_the_chunk_time():
     assert bench.choose_real_time_factor(1.0) == pytest.approx(0.4)
     assert bench.choose_real_time_factor(2.5) == pytest.approx(0.15)
     assert bench.choose_real_time_factor(100.0) == pytest.approx(0.05)  # floor
+    # on a CPU the graph's chunk is several times the in-process one: never faster than the proof measured at
+    assert bench.choose_real_time_factor(0.1, "cpu") == pytest.approx(0.3)
+    assert bench.choose_real_time_factor(2.5, "cpu") == pytest.approx(0.15)
 
 
 def test_curve_checkpoints_spread_over_the_run(tmp_path):

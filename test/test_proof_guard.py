@@ -46,10 +46,7 @@ def data(tmp_path_factory) -> dict:
     """Training episodes (Motus layout) and a held-out demonstration (camera images + joints per frame)."""
     from motus_core.models.motus.text_encoder import build_tiny_text_encoder
     from motus_core.robot_profile import load_profile
-    from motus_core.sim import AlohaSim
-    from motus_core.sim.dataset import ROLES, SimDatasetOptions, commands_in_effect, generate
-    from motus_core.sim.demonstrator import ScriptedDemonstrator, run_episode
-    from motus_core.sim.render import CameraRenderer
+    from motus_core.sim.dataset import SimDatasetOptions, generate, render_demonstration
 
     root = tmp_path_factory.mktemp("guard")
     cam = load_profile("sim_aloha").cameras["high"]
@@ -57,21 +54,9 @@ def data(tmp_path_factory) -> dict:
     summary = generate(root / "data", SimDatasetOptions(task=TASK, episodes=TRAIN_EPISODES, height=h, width=w),
                        text_encoder=build_tiny_text_encoder(seed=0), progress=False)
     assert summary["episodes"] == TRAIN_EPISODES
-    sim = AlohaSim(TASK)
-    renderer = CameraRenderer(sim.model, w, h, ROLES)
-    frames, q, cmds = [], [], []
-
-    def tick(obs, cmd):
-        frames.append({role: renderer.render(sim.data, role).copy() for role in ROLES})
-        q.append(np.asarray(obs.q, np.float64))
-        cmds.append(np.asarray(cmd, np.float64))
-
-    try:
-        assert run_episode(sim, ScriptedDemonstrator(TASK), HELDOUT_SEED, on_tick=tick).success
-    finally:
-        renderer.close()
-    return {"root": root, "dataset": root / "data", "frames": frames, "q": np.asarray(q),
-            "targets": commands_in_effect(cmds).astype(np.float64)}
+    demo = render_demonstration(TASK, HELDOUT_SEED, w, h)
+    assert demo.success
+    return {"root": root, "dataset": root / "data", "frames": demo.frames, "q": demo.q, "targets": demo.targets}
 
 
 def _train(data: dict, name: str, steps: int, *extra: str) -> Path:

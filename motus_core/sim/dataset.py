@@ -42,6 +42,41 @@ def commands_in_effect(commands) -> np.ndarray:
     return np.concatenate([c[:1], c[:-1]]) if len(c) else c
 
 
+@dataclass
+class RenderedDemonstration:
+    """One scripted demonstration held in memory: per control tick the three cameras' images, the measured
+    joints and the command in effect (the training targets, aligned as :func:`commands_in_effect`)."""
+
+    seed: int
+    success: bool
+    frames: list[dict[str, np.ndarray]]
+    q: np.ndarray
+    targets: np.ndarray
+
+
+def render_demonstration(task: str, seed: int, width: int, height: int) -> RenderedDemonstration:
+    """The scripted demonstrator on ``seed`` with every camera rendered (what the benches and the proof's
+    guard question a policy with; the dataset writer streams the same ticks to disk instead)."""
+    from .demonstrator import ScriptedDemonstrator, run_episode
+    from .render import CameraRenderer
+    from .simulator import AlohaSim
+
+    sim = AlohaSim(task)
+    renderer = CameraRenderer(sim.model, width, height, ROLES)
+    frames, q, cmds = [], [], []
+
+    def tick(obs, cmd):
+        frames.append({role: renderer.render(sim.data, role).copy() for role in ROLES})
+        q.append(np.asarray(obs.q, np.float64))
+        cmds.append(np.asarray(cmd, np.float64))
+
+    try:
+        success = run_episode(sim, ScriptedDemonstrator(task), seed, on_tick=tick).success
+    finally:
+        renderer.close()
+    return RenderedDemonstration(seed, bool(success), frames, np.asarray(q), commands_in_effect(cmds).astype(np.float64))
+
+
 @dataclass(frozen=True)
 class SimDatasetOptions:
     task: str = "transfer_cube"

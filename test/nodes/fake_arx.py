@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import motus_ros  # noqa: E402,F401
 import rclpy  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from test.nodes.spin import spin_until_stopped  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -65,17 +65,7 @@ def main(argv=None) -> int:
             pub.publish(msg)
 
     node.create_timer(1.0 / args.rate, tick)
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    try:
-        while rclpy.ok() and not stop:
-            rclpy.spin_once(node, timeout_sec=0.05)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        args.out.write_text(json.dumps(arms))
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_until_stopped(node, lambda: args.out.write_text(json.dumps(arms)))
     return 0
 
 

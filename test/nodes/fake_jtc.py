@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse  # noqa: E40
 from sensor_msgs.msg import JointState  # noqa: E402
 
 from motus_core.robot_profile import load_profile  # noqa: E402
+from test.nodes.spin import spin_until_stopped  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -94,17 +94,7 @@ def main(argv=None) -> int:
         pub.publish(msg)
 
     node.create_timer(1.0 / args.rate, tick)
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    try:
-        while rclpy.ok() and not stop:
-            rclpy.spin_once(node, timeout_sec=0.05)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        args.out.write_text(json.dumps(log))
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_until_stopped(node, lambda: args.out.write_text(json.dumps(log)))
     return 0
 
 

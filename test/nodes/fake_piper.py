@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import rclpy  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
+from test.nodes.spin import spin_until_stopped  # noqa: E402
 
 SIDES = {"single": {"l": "l", "r": "r"}, "ms": {"l": "left", "r": "right"}}
 
@@ -133,20 +133,8 @@ def main(argv=None) -> int:
             arm.publish(stamp)
 
     node.create_timer(1.0 / args.rate, tick)
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    start = node.get_clock().now()
-    try:
-        while rclpy.ok() and not stop:
-            rclpy.spin_once(node, timeout_sec=0.05)
-            if args.duration and (node.get_clock().now() - start).nanoseconds * 1e-9 > args.duration:
-                break
-    except KeyboardInterrupt:
-        pass
-    finally:
-        args.out.write_text(json.dumps({s: a.summary() for s, a in arms.items()}))
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_until_stopped(node, lambda: args.out.write_text(json.dumps({s: a.summary() for s, a in arms.items()})),
+                       duration=args.duration)
     return 0
 
 
