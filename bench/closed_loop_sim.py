@@ -16,9 +16,13 @@ It differs from the ROS graph in ways that favour the policy: camera frames are 
 time (the graph's are up to one 30 Hz frame old), the inference delay is fixed (``--delay`` sim seconds,
 the graph's p50 at real_time_factor 0.3 is about 0.1 s) and every command reaches the simulator at
 once, as a position target. Use seeds that neither the proof records (0..99) nor evaluates
-(1000..1049): ablations here must not tune on the evaluation seeds. Final JSON line: ``success_rate``,
-``grasped`` (episodes that reached stage 2), ``grasp_y_cm_abs_median``, ``beyond_y_tolerance``, per
-episode rows.
+(1000..1049): ablations here must not tune on the evaluation seeds.
+
+Stage 2 ("lifted": the right fingers touch the cube and the table does not, as in ACT's reward) is reached
+by a cube knocked off the table for one physics step; each row's ``lost`` lists every time the cube left the
+right gripper after a lift, with the height it had reached and whether the policy had opened the gripper
+or it slipped. Final JSON line: ``success_rate``, ``grasped`` (episodes that reached stage 2),
+``grasp_y_cm_abs_median``, ``beyond_y_tolerance``, ``lost_after_lift`` (counts by cause), per episode rows.
 """
 from __future__ import annotations
 
