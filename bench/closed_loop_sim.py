@@ -176,7 +176,8 @@ def episode(policy, seed: int, ns, limits, profile) -> dict:
     return {"seed": seed, "success": bool(t.success), "max_stage": int(t.max_stage),
             "time_to_success": round(t.success_time - sim.episode_start, 2) if t.success else -1.0,
             "chunks": len(run.requests), "chunks_rejected": int(st.get("chunks_rejected", 0)),
-            "limit_hits": int(st.get("limit_hits", 0)), "grasp": probe.at, "lost": carry.lost}
+            "limit_hits": int(st.get("limit_hits", 0)), "max_lift_cm": round(100 * t.max_lift, 1), "grasp": probe.at,
+            "lost": carry.lost}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             ref = f"; demonstrator z {d['z_cm']:+.1f} cm" if d else ""
             lost = "; ".join(f"lost at {x['time']:.2f} s ({x['cause']}{', left touched' if x['left_touched'] else ''}, held {x['held_s']:.2f} s, "
                              f"cube up to {x['cube_max_height_cm']:.1f} cm)" for x in row["lost"])
-            print(f"seed {seed}: {'success' if row['success'] else 'fail'} (stage {row['max_stage']}), {where}{ref}, "
+            print(f"seed {seed}: {'success' if row['success'] else 'fail'} (stage {row['max_stage']}, "
+                  f"lifted {row['max_lift_cm']:.1f} cm), {where}{ref}, "
                   f"{row['chunks']} chunks, {row['limit_hits']} limit hits, {row['wall_s']} s{'; ' + lost if lost else ''}", flush=True)
     finally:
         policy.close()

@@ -138,6 +138,7 @@ def test_replay_success_failure_and_video(tmp_path, demo_replay):
     d = json.loads(out.read_text())
     e1000, e1001 = d["episodes"]
     assert e1000["success"] and 0 < e1000["time_to_success"] < 14.5 and e1000["max_stage"] == 4, e1000
+    assert e1000["max_lift_cm"] > 10, e1000  # the hand-over happens well above the table
     assert not e1001["success"] and e1001["outcome"] == "timeout" and e1001["max_stage"] < 4, e1001
     for e in (e1000, e1001):
         assert e["chunks_received"] > 0 and e["chunks_rejected"] == 0 and not e["failure_reason"], e

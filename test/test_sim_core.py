@@ -241,6 +241,20 @@ def test_reset_keeps_the_clock_and_places_objects(sim):
     assert not sim.success and sim.tracker.max_stage == 0
 
 
+def test_the_tracker_tells_a_lift_from_a_cube_that_settles(sim):
+    sim.reset(seed=9)
+    sim.step(200)  # placed 5 cm up, the cube falls onto the table: that is no lift
+    sim.update_task()
+    assert sim.tracker.max_lift < 0.005
+    adr = sim._object_qpos["box"]
+    sim.data.qpos[adr + 2] += 0.12  # raised 12 cm, as a gripper would
+    mujoco.mj_forward(sim.model, sim.data)
+    sim.update_task()
+    assert sim.tracker.max_lift == pytest.approx(0.12, abs=0.005)
+    sim.reset(seed=9)
+    assert sim.tracker.max_lift == 0.0
+
+
 def test_trajectory_moves_the_physical_joints_on_time(sim):
     sim.reset(seed=0)
     q0 = sim.positions()

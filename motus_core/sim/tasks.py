@@ -155,6 +155,10 @@ class TaskTracker:
     max_stage: int = 0
     success: bool = False
     success_time: float = -1.0  # sim time the episode became successful (-1: not yet)
+    # m, the highest the task's first object (the cube, the peg) has been above the lowest it rested since the
+    # reset: stage 2 ("lifted") is reached by a cube knocked off the table for one step, a real lift is 10+ cm
+    max_lift: float = 0.0
+    _lowest: float = field(default=np.inf, repr=False)
     _since: float | None = field(default=None, repr=False)  # start of the current final-stage streak
     _last_final: float = field(default=-1.0, repr=False)  # last time the final stage was seen
     _ids: dict[str, int] = field(default_factory=dict, repr=False)
@@ -165,9 +169,13 @@ class TaskTracker:
             if gid < 0:
                 raise ValueError(f"task {self.task.name}: model has no geom {name!r}")
             self._ids[name] = gid
+        self._body = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, self.task.objects[0].name)
+        if self._body < 0:
+            raise ValueError(f"task {self.task.name}: model has no body {self.task.objects[0].name!r}")
 
     def reset(self) -> None:
         self.stage = self.max_stage = 0
+        self.max_lift, self._lowest = 0.0, np.inf
         self.success = False
         self.success_time = -1.0
         self._since = None
@@ -182,6 +190,9 @@ class TaskTracker:
         """Evaluate the stage now (call after mj_step / mj_forward); returns it."""
         self.stage = self.task.stage_of(self.contacts(data))
         self.max_stage = max(self.max_stage, self.stage)
+        z = float(data.xpos[self._body][2])
+        self._lowest = min(self._lowest, z)
+        self.max_lift = max(self.max_lift, z - self._lowest)
         t = float(data.time)
         if self.stage == MAX_STAGE:
             if self._since is None:

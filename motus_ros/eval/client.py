@@ -308,6 +308,7 @@ class EvalClient:
             if diag.get("seed") == str(seed):
                 try:
                     ep.max_stage = int(diag.get("max_stage", -1))
+                    ep.max_lift_cm = float(diag.get("max_lift_cm", -1.0))
                 except ValueError:
                     pass
             return ep, frames

@@ -24,6 +24,7 @@ class EpisodeResult:
     limit_hits: int = 0
     watchdog_stops: int = 0
     max_stage: int = -1  # the task's progress stage reached (0..4; -1: unknown)
+    max_lift_cm: float = -1.0  # cm the task's object was raised at most (a stage-2 flicker vs a real lift; -1: unknown)
     failure_reason: str = ""  # why a failed episode failed, when something else than the policy ended it
     wall_s: float = 0.0
     video: str = ""
@@ -92,13 +93,15 @@ class EvalReport:
         tmp.replace(p)
 
     def table(self) -> str:
-        head = f"{'seed':>6} {'result':<8} {'t_success':>9} {'stage':>5} {'chunks':>6} {'rejected':>8} {'limit_hits':>10}  reason"
+        head = (f"{'seed':>6} {'result':<8} {'t_success':>9} {'stage':>5} {'lift_cm':>7} {'chunks':>6} {'rejected':>8} "
+                f"{'limit_hits':>10}  reason")
         lines = [head, "-" * len(head)]
         for e in self.episodes:
             tts = f"{e.time_to_success:.2f}" if e.success and e.time_to_success >= 0 else "-"
             stage = str(e.max_stage) if e.max_stage >= 0 else "?"
+            lift = f"{e.max_lift_cm:.1f}" if e.max_lift_cm >= 0 else "?"
             reason = e.failure_reason or ("" if e.success else e.outcome)
-            lines.append(f"{e.seed:>6} {'success' if e.success else 'FAIL':<8} {tts:>9} {stage:>5} {e.chunks_received:>6} "
+            lines.append(f"{e.seed:>6} {'success' if e.success else 'FAIL':<8} {tts:>9} {stage:>5} {lift:>7} {e.chunks_received:>6} "
                          f"{e.chunks_rejected:>8} {e.limit_hits:>10}  {reason}")
         s = self.summary()
         lo, hi = s["wilson95"]

@@ -406,6 +406,7 @@ class SimNode(Node):
             values = {
                 "task": sim.task.name, "episode": sim.episode, "seed": sim.seed, "episode_time": f"{sim.episode_time:.3f}",
                 "sim_time": f"{sim.time:.3f}", "stage": sim.tracker.stage, "max_stage": sim.tracker.max_stage,
+                "max_lift_cm": f"{100 * sim.tracker.max_lift:.1f}",
                 "success": sim.success, "frames_rendered": c.frames_rendered, "frames_late": c.frames_late,
                 "frames_skipped": c.frames_skipped, "frames_dropped": c.frames_dropped, "time_slips": c.time_slips,
                 "real_time_factor": f"{achieved_rtf:.3f}", "commands_received": c.commands_received,
