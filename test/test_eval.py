@@ -76,6 +76,38 @@ def test_report_table_and_json(tmp_path):
     assert d["summary"] == s and [e["seed"] for e in d["episodes"]] == [1000, 1001, 1002]
 
 
+def test_paired_comparison_and_exact_mcnemar(tmp_path, capsys):
+    from motus_ros.eval.cli import main
+    from motus_ros.eval.report import compare_reports, mcnemar_exact_p
+
+    # exact two-sided binomial at 1/2 on the discordant pairs: 0 vs 6 -> 2 / 64; 5 vs 11 -> 0.2101
+    assert mcnemar_exact_p(0, 6) == pytest.approx(0.03125)
+    assert mcnemar_exact_p(5, 11) == pytest.approx(0.2101, abs=1e-4)
+    assert mcnemar_exact_p(3, 3) == 1.0 and mcnemar_exact_p(0, 0) == 1.0
+
+    def report(successes: dict) -> dict:
+        r = EvalReport(policy="p", task="transfer_cube", strategy="rtc", seeds=sorted(successes), real_time_factor=1.0)
+        r.episodes = [EpisodeResult(seed, ok) for seed, ok in sorted(successes.items())]
+        return r.as_dict()
+
+    a = report({1000: True, 1001: True, 1002: False, 1003: False, 1004: True})
+    b = report({1000: True, 1001: False, 1002: True, 1003: False, 1005: True})
+    c = compare_reports(a, b)
+    assert (c["seeds"], c["both"], c["neither"], c["only_a"], c["only_b"]) == (4, 1, 1, [1001], [1002])
+    assert (c["successes_a"], c["successes_b"], c["seeds_only_in_one"]) == (2, 2, [1004, 1005])
+    with pytest.raises(ValueError, match="no seed"):
+        compare_reports(report({1: True}), report({2: True}))
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    assert main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    out = capsys.readouterr().out
+    assert "only A 1 [1001]" in out and "left out, evaluated by one only: seeds [1004, 1005]" in out
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SystemExit) as exc:
+        main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "bad.json")])
+    assert exc.value.code == 2 and "not a motus-eval JSON" in capsys.readouterr().err
+
+
 def test_write_mp4_roundtrip(tmp_path):
     import av
 

@@ -3,6 +3,7 @@
     motus-eval --policy <dir|replay:...|tiny_motus> --task transfer_cube --episodes 50 --seeds 1000:1050 --strategy rtc
     motus-eval --policy runs/proof/train/latest --strategy temporal_ensemble --real-time-factor 0.25 --videos failures/
     motus-eval --attach --episodes 5                 # a graph that is already running (sim + policy + executor)
+    motus-eval --compare a.json b.json               # two evaluations on the same seeds, episode by episode
 
 It starts the simulator, the policy node and the chunk executor (the nodes of ``graph:=policy``,
 without the visualizer) or attaches to running ones, then for each seed: resets the simulator
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="executor parameter for the started graph (repeatable), e.g. step_tolerance=3.0; listed in the report")
     p.add_argument("--robot", default="sim_aloha", help="robot profile (topics)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"), default=None,
+                   help="compare two evaluations' JSON on their common seeds (episodes that differ, exact McNemar p) "
+                        "and exit; nothing is run")
     return p
 
 
@@ -124,9 +128,40 @@ def _check_args(ns, p: argparse.ArgumentParser) -> None:
         p.error("--time-limit must be positive")
 
 
+def compare(paths: list[Path], p: argparse.ArgumentParser) -> int:
+    from .report import compare_reports, wilson_interval
+
+    data = []
+    for path in paths:
+        try:
+            data.append(json.loads(path.read_text()))
+        except (OSError, ValueError) as exc:
+            p.error(f"--compare: cannot read {path}: {exc}")
+        if not isinstance(data[-1], dict) or "episodes" not in data[-1]:
+            p.error(f"--compare: {path} is not a motus-eval JSON file (no 'episodes')")
+    try:
+        c = compare_reports(*data)
+    except ValueError as exc:
+        p.error(f"--compare: {exc}")
+    n = c["seeds"]
+    for tag, path in zip("ab", paths):
+        k = c[f"successes_{tag}"]
+        lo, hi = wilson_interval(k, n)
+        print(f"{tag.upper()} {path}: {k}/{n} ({k / n:.2f}, 95 % Wilson {lo:.2f}..{hi:.2f})")
+    print(f"both succeed {c['both']}, neither {c['neither']}; only A {len(c['only_a'])} {c['only_a']}, "
+          f"only B {len(c['only_b'])} {c['only_b']}")
+    print(f"exact McNemar p = {c['mcnemar_p']:.3f} (the chance of a split at least this uneven if A and B were equally good)")
+    if c["seeds_only_in_one"]:
+        print(f"left out, evaluated by one only: seeds {c['seeds_only_in_one']}")
+    print(json.dumps(c), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     ns = p.parse_args(argv)
+    if ns.compare:
+        return compare(ns.compare, p)
     _check_args(ns, p)
     seeds = ns.seeds[: ns.episodes] if ns.episodes else ns.seeds
     strategy = ns.strategy or ("" if ns.attach else "rtc")

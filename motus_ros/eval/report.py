@@ -41,6 +41,33 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar test: the probability, if both policies were equally good, of discordant
+    episodes split at least as unevenly as ``only_a`` : ``only_b`` (a binomial test at 1/2)."""
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    return min(1.0, 2.0 * tail)
+
+
+def compare_reports(a: dict, b: dict) -> dict:
+    """Two evaluations' JSON (``EvalReport.as_dict``) on the same seeds, episode by episode: a closed loop is
+    stochastic, so two success rates on the same seeds are compared by the episodes that differ."""
+    sa = {e["seed"]: bool(e["success"]) for e in a["episodes"]}
+    sb = {e["seed"]: bool(e["success"]) for e in b["episodes"]}
+    seeds = sorted(set(sa) & set(sb))
+    if not seeds:
+        raise ValueError("the two evaluations share no seed")
+    only_a = [s for s in seeds if sa[s] and not sb[s]]
+    only_b = [s for s in seeds if sb[s] and not sa[s]]
+    both = sum(sa[s] and sb[s] for s in seeds)
+    return {"seeds": len(seeds), "successes_a": both + len(only_a), "successes_b": both + len(only_b), "both": both,
+            "neither": len(seeds) - both - len(only_a) - len(only_b), "only_a": only_a, "only_b": only_b,
+            "mcnemar_p": round(mcnemar_exact_p(len(only_a), len(only_b)), 4),
+            "seeds_only_in_one": sorted(set(sa) ^ set(sb))}
+
+
 @dataclass
 class EvalReport:
     policy: str
