@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
@@ -144,16 +145,19 @@ def compare(paths: list[Path], p: argparse.ArgumentParser) -> int:
     except ValueError as exc:
         p.error(f"--compare: {exc}")
     n = c["seeds"]
-    for tag, path in zip("ab", paths):
-        k = c[f"successes_{tag}"]
-        lo, hi = wilson_interval(k, n)
-        print(f"{tag.upper()} {path}: {k}/{n} ({k / n:.2f}, 95 % Wilson {lo:.2f}..{hi:.2f})")
-    print(f"both succeed {c['both']}, neither {c['neither']}; only A {len(c['only_a'])} {c['only_a']}, "
-          f"only B {len(c['only_b'])} {c['only_b']}")
-    print(f"exact McNemar p = {c['mcnemar_p']:.3f} (the chance of a split at least this uneven if A and B were equally good)")
-    if c["seeds_only_in_one"]:
-        print(f"left out, evaluated by one only: seeds {c['seeds_only_in_one']}")
-    print(json.dumps(c), flush=True)
+    try:
+        for tag, path in zip("ab", paths):
+            k = c[f"successes_{tag}"]
+            lo, hi = wilson_interval(k, n)
+            print(f"{tag.upper()} {path}: {k}/{n} ({k / n:.2f}, 95 % Wilson {lo:.2f}..{hi:.2f})")
+        print(f"both succeed {c['both']}, neither {c['neither']}; only A {len(c['only_a'])} {c['only_a']}, "
+              f"only B {len(c['only_b'])} {c['only_b']}")
+        print(f"exact McNemar p = {c['mcnemar_p']:.3f} (the chance of a split at least this uneven if A and B were equally good)")
+        if c["seeds_only_in_one"]:
+            print(f"left out, evaluated by one only: seeds {c['seeds_only_in_one']}")
+        print(json.dumps(c), flush=True)
+    except BrokenPipeError:  # piped into head: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
