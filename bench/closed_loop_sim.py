@@ -19,10 +19,12 @@ once, as a position target. Use seeds that neither the proof records (0..99) nor
 (1000..1049): ablations here must not tune on the evaluation seeds.
 
 Stage 2 ("lifted": the right fingers touch the cube and the table does not, as in ACT's reward) is reached
-by a cube knocked off the table for one physics step; each row's ``lost`` lists every time the cube left the
-right gripper after a lift, with the height it had reached and whether the policy had opened the gripper
-or it slipped. Final JSON line: ``success_rate``, ``grasped`` (episodes that reached stage 2),
-``grasp_y_cm_abs_median``, ``beyond_y_tolerance``, ``lost_after_lift`` (counts by cause), per episode rows.
+by a cube knocked off the table for one physics step: each row has ``max_lift_cm`` (the cube's highest rise),
+``knocks`` (stage-2 moments without a real lift) and ``lost`` (each time the cube left the right gripper
+after a real lift: how high it was and whether the policy had opened the gripper or it slipped). Final JSON
+line: ``success_rate``, ``grasped`` (episodes that reached stage 2), ``lifted`` (episodes that raised the
+cube more than 2 cm), ``grasp_y_cm_abs_median``, ``beyond_y_tolerance``, ``lost_after_lift`` (counts by
+cause), per episode rows.
 """
 from __future__ import annotations
 
@@ -82,15 +84,21 @@ class GraspProbe:
 
 
 class CarryProbe:
-    """Watches the cube once the right gripper has lifted it (stage 2): each time it is lost (the stage falls
-    back below 2) and what the right gripper was commanded then: opened by the policy (a command above 0.5
-    within the last 0.3 s) or slipped with the gripper commanded shut."""
+    """Watches the cube whenever it is at stage 2 or beyond (the right fingers on it, off the table). Each
+    time it leaves that state after a real lift (raised more than ``LIFT_CM`` above where it rested) it
+    records how high it had been and what the right gripper was commanded: opened by the policy (a command
+    above 0.5 within the last 0.3 s) or slipped with the gripper commanded shut. Shorter stage-2 moments (a
+    cube knocked off the table by a gripper closing beside it) are only counted, as ``knocks``."""
+
+    LIFT_CM = 2.0
 
     def __init__(self):
         self.holding = False
         self.lost: list[dict] = []
+        self.knocks = 0
+        self._lowest = np.inf
         self._since = 0.0
-        self._max_z = 0.0
+        self._max_lift = 0.0
         self._max_stage = 0
         self._recent: list[tuple[float, float]] = []  # (t, right gripper command)
 
@@ -98,20 +106,24 @@ class CarryProbe:
         from motus_core.sim import ee_positions
 
         self._recent = [(tt, g) for tt, g in self._recent if t - tt <= 0.3] + [(t, float(command[RIGHT_GRIPPER]))]
+        self._lowest = min(self._lowest, float(cube[2]))
         if stage >= 2:
             if not self.holding:
-                self.holding, self._since, self._max_z, self._max_stage = True, t, 0.0, 0
-            self._max_z = max(self._max_z, float(cube[2]))
+                self.holding, self._since, self._max_lift, self._max_stage = True, t, 0.0, 0
+            self._max_lift = max(self._max_lift, float(cube[2]) - self._lowest)
             self._max_stage = max(self._max_stage, stage)
         elif self.holding:
             self.holding = False
+            if 100 * self._max_lift <= self.LIFT_CM:
+                self.knocks += 1
+                return
             d = ee_positions(measured, "tcp")[RIGHT] - cube
             self.lost.append({"time": round(t, 2), "held_s": round(t - self._since, 2),
                               "cause": "opened" if max(g for _, g in self._recent) > 0.5 else "slipped",
                               "left_touched": self._max_stage >= 3,
                               "right_command": round(float(command[RIGHT_GRIPPER]), 3),
                               "right_measured": round(float(measured[RIGHT_GRIPPER]), 3),
-                              "cube_max_height_cm": round(100 * self._max_z, 1),
+                              "lift_cm": round(100 * self._max_lift, 1),
                               "tcp_minus_cube_cm": [round(100 * float(v), 1) for v in d]})
 
 
@@ -177,7 +189,7 @@ def episode(policy, seed: int, ns, limits, profile) -> dict:
             "time_to_success": round(t.success_time - sim.episode_start, 2) if t.success else -1.0,
             "chunks": len(run.requests), "chunks_rejected": int(st.get("chunks_rejected", 0)),
             "limit_hits": int(st.get("limit_hits", 0)), "max_lift_cm": round(100 * t.max_lift, 1), "grasp": probe.at,
-            "lost": carry.lost}
+            "lost": carry.lost, "knocks": carry.knocks}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,17 +227,19 @@ def main(argv: list[str] | None = None) -> int:
                      f"from the cube (command {g['command_ahead_cm']:.1f} cm ahead)" if g else "never closed")
             d = row["demonstrated_grasp"]
             ref = f"; demonstrator z {d['z_cm']:+.1f} cm" if d else ""
-            lost = "; ".join(f"lost at {x['time']:.2f} s ({x['cause']}{', left touched' if x['left_touched'] else ''}, held {x['held_s']:.2f} s, "
-                             f"cube up to {x['cube_max_height_cm']:.1f} cm)" for x in row["lost"])
+            lost = "; ".join(f"lost at {x['time']:.2f} s ({x['cause']}{', left touched' if x['left_touched'] else ''}, "
+                             f"held {x['held_s']:.2f} s, lifted {x['lift_cm']:.1f} cm)" for x in row["lost"])
             print(f"seed {seed}: {'success' if row['success'] else 'fail'} (stage {row['max_stage']}, "
                   f"lifted {row['max_lift_cm']:.1f} cm), {where}{ref}, "
-                  f"{row['chunks']} chunks, {row['limit_hits']} limit hits, {row['wall_s']} s{'; ' + lost if lost else ''}", flush=True)
+                  f"{row['chunks']} chunks, {row['limit_hits']} limit hits, {row['knocks']} knocks, {row['wall_s']} s"
+                  f"{'; ' + lost if lost else ''}", flush=True)
     finally:
         policy.close()
     ys = [abs(r["grasp"]["y_cm"]) for r in rows if r["grasp"]]
     summary = {"policy": ns.policy, "seeds": ns.seeds, "strategy": ns.strategy, "executor_params": ns.executor_param,
                "delay": ns.delay, "episodes": len(rows), "success_rate": sum(r["success"] for r in rows) / max(1, len(rows)),
                "grasped": sum(r["max_stage"] >= 2 for r in rows),
+               "lifted": sum(r["max_lift_cm"] > CarryProbe.LIFT_CM for r in rows),
                "grasp_y_cm_abs_median": float(np.median(ys)) if ys else None,
                "beyond_y_tolerance": sum(y > ns.y_tolerance_cm for y in ys),
                "lost_after_lift": {c: sum(x["cause"] == c for r in rows for x in r["lost"]) for c in ("opened", "slipped")},
