@@ -85,12 +85,13 @@ class GraspProbe:
 
 class CarryProbe:
     """Watches the cube whenever it is at stage 2 or beyond (the right fingers on it, off the table). Each
-    time it leaves that state after a real lift (raised more than ``LIFT_CM`` above where it rested) it
-    records how high it had been and what the right gripper was commanded: opened by the policy (a command
+    time it leaves that state and the right hand (``AWAY_M``) after a real lift (raised more than ``LIFT_CM``
+    above where it rested) it records how high it had been and what the right gripper was commanded: opened by the policy (a command
     above 0.5 within the last 0.3 s) or slipped with the gripper commanded shut. Shorter stage-2 moments (a
     cube knocked off the table by a gripper closing beside it) are only counted, as ``knocks``."""
 
     LIFT_CM = 2.0
+    AWAY_M = 0.03  # the cube's centre this far from the right TCP: out of the hand (the cube is 4 cm wide)
 
     def __init__(self):
         self.holding = False
@@ -112,19 +113,23 @@ class CarryProbe:
                 self.holding, self._since, self._max_lift, self._max_stage = True, t, 0.0, 0
             self._max_lift = max(self._max_lift, float(cube[2]) - self._lowest)
             self._max_stage = max(self._max_stage, stage)
-        elif self.holding:
-            self.holding = False
-            if 100 * self._max_lift <= self.LIFT_CM:
-                self.knocks += 1
-                return
-            d = ee_positions(measured, "tcp")[RIGHT] - cube
-            self.lost.append({"time": round(t, 2), "held_s": round(t - self._since, 2),
-                              "cause": "opened" if max(g for _, g in self._recent) > 0.5 else "slipped",
-                              "left_touched": self._max_stage >= 3,
-                              "right_command": round(float(command[RIGHT_GRIPPER]), 3),
-                              "right_measured": round(float(measured[RIGHT_GRIPPER]), 3),
-                              "lift_cm": round(100 * self._max_lift, 1),
-                              "tcp_minus_cube_cm": [round(100 * float(v), 1) for v in d]})
+            return
+        if not self.holding:
+            return
+        d = ee_positions(measured, "tcp")[RIGHT] - cube
+        if np.linalg.norm(d) <= self.AWAY_M:
+            return  # the fingers' contacts flicker while they carry the cube: it is lost once it is out of the hand
+        self.holding = False
+        if 100 * self._max_lift <= self.LIFT_CM:
+            self.knocks += 1
+            return
+        self.lost.append({"time": round(t, 2), "held_s": round(t - self._since, 2),
+                          "cause": "opened" if max(g for _, g in self._recent) > 0.5 else "slipped",
+                          "left_touched": self._max_stage >= 3,
+                          "right_command": round(float(command[RIGHT_GRIPPER]), 3),
+                          "right_measured": round(float(measured[RIGHT_GRIPPER]), 3),
+                          "lift_cm": round(100 * self._max_lift, 1),
+                          "tcp_minus_cube_cm": [round(100 * float(v), 1) for v in d]})
 
 
 def demonstrated_grasp(seed: int) -> dict | None:

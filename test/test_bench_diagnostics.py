@@ -5,6 +5,7 @@ import importlib.util
 import sys
 
 import numpy as np
+import pytest
 
 from test.helpers import ROOT
 
@@ -77,3 +78,37 @@ def test_the_in_process_closed_loop_replays_a_demonstration_on_its_own_timeline(
     g = row["grasp"]
     assert abs(g["time"] - demo["time"]) < 0.1, (g, demo)
     assert abs(g["x_cm"] - demo["x_cm"]) < 1.0 and abs(g["y_cm"] - demo["y_cm"]) < 1.0, (g, demo)
+    assert row["max_lift_cm"] > 10 and row["lost"] == [], row  # carried up and handed over, never dropped
+
+
+def test_the_carry_probe_tells_a_knock_from_a_drop_and_a_release():
+    cls = _load("closed_loop_sim")
+    from motus_core.sim import DEFAULT_HOME
+
+    q = np.asarray(DEFAULT_HOME, float)
+    shut, opened = q.copy(), q.copy()
+    shut[13], opened[13] = 0.0, 1.0
+    probe = cls.CarryProbe()
+    t = 0.0
+
+    def run(stage_z_cmd):
+        nonlocal t
+        for stage, z, cmd in stage_z_cmd:
+            t += 0.005
+            probe.see(t, stage, cmd, q, np.array([0.1, 0.5, z]))
+
+    run([(1, 0.020, shut), (2, 0.024, shut), (1, 0.020, shut)])  # knocked 4 mm off the table
+    assert probe.knocks == 1 and probe.lost == []
+    from motus_core.sim import ee_positions
+
+    tcp = ee_positions(q, "tcp")[cls.RIGHT]
+    probe.see(t + 0.005, 2, shut, q, tcp)
+    probe.see(t + 0.010, 1, shut, q, tcp + [0, 0, 0.01])  # a contact flicker with the cube in the hand: no loss
+    assert probe.holding and probe.knocks == 1 and probe.lost == []
+    probe.see(t + 0.015, 0, shut, q, np.array([0.1, 0.5, 0.02]))  # then out of the hand: a loss
+    assert not probe.holding and probe.knocks == 1 and len(probe.lost) == 1
+    t += 0.02
+    run([(2, 0.02 + 0.01 * k, shut) for k in range(15)] + [(0, 0.021, shut)] * 80)  # carried 14 cm, slipped out
+    run([(2, 0.02 + 0.01 * k, shut) for k in range(15)] + [(2, 0.16, opened), (0, 0.10, opened)])  # opened
+    assert [x["cause"] for x in probe.lost] == ["slipped", "slipped", "opened"] and probe.knocks == 1
+    assert probe.lost[1]["lift_cm"] == pytest.approx(14.0, abs=0.1) and not probe.lost[1]["left_touched"]
