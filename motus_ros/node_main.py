@@ -88,6 +88,8 @@ def _interrupt_once() -> None:
             state["owed"] = True
             threading.Thread(target=redeliver, name="redeliver-ctrl-c", daemon=True).start()
             return
+        if state["raised"] and getattr(info.object, "__module__", "") == "rclpy.task":
+            return  # a Future the Ctrl-C cut short in its __init__ fails in its __del__ (no _exception): nothing lost
         previous(info)
 
     unraisable.previous = previous

@@ -63,6 +63,10 @@ def main():
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
+    except Exception:  # noqa: BLE001
+        if rclpy.ok():
+            raise
+        # Ctrl-C's handler shut the context down while spin built its wait set (an RCLError): a normal stop
     finally:
         node.destroy_node()
         if rclpy.ok():
