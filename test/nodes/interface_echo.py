@@ -20,14 +20,14 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, DurabilityPolicy  # noqa: E
 import motus_msgs.action as actions  # noqa: E402
 import motus_msgs.msg as msgs  # noqa: E402
 import motus_msgs.srv as srvs  # noqa: E402
+from motus_ros.node_main import run_node  # noqa: E402
 from test.msg_fill import fill  # noqa: E402
 
 MSG_TYPES = ["ActionChunk", "PredictedFuture", "StageTiming", "PolicyStatus", "TopicStats", "RecorderStatus", "ExecutorStatus"]
 SRV_TYPES = ["SetInstruction", "StartEpisode", "StopEpisode", "DiscardEpisode", "ResetSim"]
 
 
-def main():
-    rclpy.init()
+def build_node():
     node = rclpy.create_node("interface_echo")
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
     keep = []
@@ -58,19 +58,14 @@ def main():
         return fill(actions.RunTask.Result()) if ok else actions.RunTask.Result()
 
     keep.append(ActionServer(node, actions.RunTask, "/rt/action/RunTask", execute))
+    node.keep = keep  # the entities live as long as the node
     print("interface_echo ready", flush=True)
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    except Exception:  # noqa: BLE001
-        if rclpy.ok():
-            raise
-        # Ctrl-C's handler shut the context down while spin built its wait set (an RCLError): a normal stop
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    return node
+
+
+def main():
+    # run_node: the products' spin and Ctrl-C handling (quiet when the interrupt tears the context down under spin)
+    sys.exit(run_node(build_node))
 
 
 if __name__ == "__main__":
