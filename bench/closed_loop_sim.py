@@ -97,21 +97,20 @@ class CarryProbe:
         self.holding = False
         self.lost: list[dict] = []
         self.knocks = 0
-        self._lowest = np.inf
         self._since = 0.0
         self._max_lift = 0.0
         self._max_stage = 0
         self._recent: list[tuple[float, float]] = []  # (t, right gripper command)
 
-    def see(self, t: float, stage: int, command: np.ndarray, measured: np.ndarray, cube: np.ndarray) -> None:
+    def see(self, t: float, stage: int, lift: float, command: np.ndarray, measured: np.ndarray, cube: np.ndarray) -> None:
+        """``lift``: the cube's rise above where it rested (m, the task tracker's)."""
         from motus_core.sim import ee_positions
 
         self._recent = [(tt, g) for tt, g in self._recent if t - tt <= 0.3] + [(t, float(command[RIGHT_GRIPPER]))]
-        self._lowest = min(self._lowest, float(cube[2]))
         if stage >= 2:
             if not self.holding:
                 self.holding, self._since, self._max_lift, self._max_stage = True, t, 0.0, 0
-            self._max_lift = max(self._max_lift, float(cube[2]) - self._lowest)
+            self._max_lift = max(self._max_lift, lift)
             self._max_stage = max(self._max_stage, stage)
             return
         if not self.holding:
@@ -178,7 +177,7 @@ def episode(policy, seed: int, ns, limits, profile) -> dict:
         q = sim.positions()
         cube = sim.object_poses()["box"].position
         probe.see(sim.time - t0, command, q, cube)
-        carry.see(sim.time - t0, stage, command, q, cube)
+        carry.see(sim.time - t0, stage, sim.tracker.lift, command, q, cube)
         return q
 
     try:

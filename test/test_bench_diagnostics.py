@@ -95,17 +95,17 @@ def test_the_carry_probe_tells_a_knock_from_a_drop_and_a_release():
         nonlocal t
         for stage, z, cmd in stage_z_cmd:
             t += 0.005
-            probe.see(t, stage, cmd, q, np.array([0.1, 0.5, z]))
+            probe.see(t, stage, z - 0.02, cmd, q, np.array([0.1, 0.5, z]))  # resting at 2 cm
 
     run([(1, 0.020, shut), (2, 0.024, shut), (1, 0.020, shut)])  # knocked 4 mm off the table
     assert probe.knocks == 1 and probe.lost == []
     from motus_core.sim import ee_positions
 
     tcp = ee_positions(q, "tcp")[cls.RIGHT]
-    probe.see(t + 0.005, 2, shut, q, tcp)
-    probe.see(t + 0.010, 1, shut, q, tcp + [0, 0, 0.01])  # a contact flicker with the cube in the hand: no loss
+    probe.see(t + 0.005, 2, tcp[2] - 0.02, shut, q, tcp)
+    probe.see(t + 0.010, 1, tcp[2] - 0.01, shut, q, tcp + [0, 0, 0.01])  # a contact flicker with the cube in the hand: no loss
     assert probe.holding and probe.knocks == 1 and probe.lost == []
-    probe.see(t + 0.015, 0, shut, q, np.array([0.1, 0.5, 0.02]))  # then out of the hand: a loss
+    probe.see(t + 0.015, 0, 0.0, shut, q, np.array([0.1, 0.5, 0.02]))  # then out of the hand: a loss
     assert not probe.holding and probe.knocks == 1 and len(probe.lost) == 1
     t += 0.02
     run([(2, 0.02 + 0.01 * k, shut) for k in range(15)] + [(0, 0.021, shut)] * 80)  # carried 14 cm, slipped out

@@ -158,6 +158,7 @@ class TaskTracker:
     # m, the highest the task's first object (the cube, the peg) has been above the lowest it rested since the
     # reset: stage 2 ("lifted") is reached by a cube knocked off the table for one step, a real lift is 10+ cm
     max_lift: float = 0.0
+    lift: float = 0.0  # m, the same object's rise above its lowest rest now
     _lowest: float = field(default=np.inf, repr=False)
     _since: float | None = field(default=None, repr=False)  # start of the current final-stage streak
     _last_final: float = field(default=-1.0, repr=False)  # last time the final stage was seen
@@ -175,7 +176,8 @@ class TaskTracker:
 
     def reset(self) -> None:
         self.stage = self.max_stage = 0
-        self.max_lift, self._lowest = 0.0, np.inf
+        self.lift = self.max_lift = 0.0
+        self._lowest = np.inf
         self.success = False
         self.success_time = -1.0
         self._since = None
@@ -192,7 +194,8 @@ class TaskTracker:
         self.max_stage = max(self.max_stage, self.stage)
         z = float(data.xpos[self._body][2])
         self._lowest = min(self._lowest, z)
-        self.max_lift = max(self.max_lift, z - self._lowest)
+        self.lift = z - self._lowest
+        self.max_lift = max(self.max_lift, self.lift)
         t = float(data.time)
         if self.stage == MAX_STAGE:
             if self._since is None:
