@@ -29,6 +29,16 @@ from image_reliance import INSTRUCTION, demonstrations_and_policy  # noqa: E402
 RIGHT = 1  # ee_positions: [left, right]
 
 
+def blind_baseline_cm(wants: np.ndarray) -> tuple[float, float]:
+    """Median error (norm, |y|; cm) of predicting each episode's target TCP as the mean of the other episodes': what
+    a policy that does not see where the cube is can reach. A chunk error near it means the image is not read."""
+    if len(wants) < 2:
+        return float("nan"), float("nan")
+    others = (wants.sum(0) - wants) / (len(wants) - 1)
+    d = 100 * (wants - others)
+    return float(np.median(np.linalg.norm(d, axis=1))), float(np.median(np.abs(d[:, 1])))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--policy", required=True, help="a policy directory (motus-train checkpoint)")
@@ -45,9 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("every condition frame must be within 0..target-1")
     eps, policy = demonstrations_and_policy(ns.seeds, ns.policy)
     rows = []
+    wants = []
     try:
         for e, (frames, q, cmd) in enumerate(eps):
             want = ee_positions(cmd[ns.target], "tcp")[RIGHT]
+            wants.append(want)
             for c in frames_at:
                 k = ns.target - c - 1
                 for s in range(ns.samples):
@@ -64,8 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     by_frame = {c: float(np.median([np.linalg.norm([r["x_cm"], r["y_cm"], r["z_cm"]]) for r in rows if r["frame"] == c]))
                 for c in frames_at}
     by_frame_y = {c: float(np.median([abs(r["y_cm"]) for r in rows if r["frame"] == c])) for c in frames_at}
+    blind, blind_y = blind_baseline_cm(np.asarray(wants))
+    print(f"a policy blind to the cube (the other demonstrations' mean TCP at frame {ns.target}): {blind:.1f} cm "
+          f"(y {blind_y:.1f})", flush=True)
     print(json.dumps({"policy": ns.policy, "seeds": ns.seeds, "target_frame": ns.target, "error_cm_by_frame": by_frame,
-                      "error_y_cm_by_frame": by_frame_y, "rows": rows}), flush=True)
+                      "error_y_cm_by_frame": by_frame_y, "blind_baseline_cm": blind, "blind_baseline_y_cm": blind_y,
+                      "rows": rows}), flush=True)
     return 0
 
 

@@ -112,3 +112,14 @@ def test_the_carry_probe_tells_a_knock_from_a_drop_and_a_release():
     run([(2, 0.02 + 0.01 * k, shut) for k in range(15)] + [(2, 0.16, opened), (0, 0.10, opened)])  # opened
     assert [x["cause"] for x in probe.lost] == ["slipped", "slipped", "opened"] and probe.knocks == 1
     assert probe.lost[1]["lift_cm"] == pytest.approx(14.0, abs=0.1) and not probe.lost[1]["left_touched"]
+
+
+def test_the_blind_baseline_is_the_error_of_the_other_demonstrations_mean():
+    """early_chunks compares a chunk's error with a policy that cannot see the cube (leave-one-out mean target)."""
+    early = _load("early_chunks")
+    wants = np.array([[0.0, 0.0, 0.1], [0.0, 0.03, 0.1], [0.0, 0.06, 0.1]])
+    blind, blind_y = early.blind_baseline_cm(wants)
+    # each target against the mean of the other two: 4.5, 0, 4.5 cm (all along y)
+    assert blind == pytest.approx(4.5) and blind_y == pytest.approx(4.5)
+    assert early.blind_baseline_cm(np.array([[0.0, 0.1, 0.2], [0.0, 0.1, 0.2]])) == (0.0, 0.0)
+    assert all(np.isnan(early.blind_baseline_cm(wants[:1])))
