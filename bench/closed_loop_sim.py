@@ -22,7 +22,7 @@ Stage 2 ("lifted": the right fingers touch the cube and the table does not, as i
 by a cube knocked off the table for one physics step: each row has ``max_lift_cm`` (the cube's highest rise),
 ``knocks`` (stage-2 moments without a real lift) and ``lost`` (each time the cube left the right gripper
 after a real lift: how high it was and whether the policy had opened the gripper or it slipped). Final JSON
-line: ``success_rate``, ``grasped`` (episodes that reached stage 2), ``lifted`` (episodes that raised the
+line: ``success_rate`` (and its ``wilson95`` interval), ``grasped`` (episodes that reached stage 2), ``lifted`` (episodes that raised the
 cube more than 2 cm), ``grasp_y_cm_abs_median``, ``beyond_y_tolerance``, ``lost_after_lift`` (counts by
 cause), per episode rows.
 """
@@ -239,9 +239,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'; ' + lost if lost else ''}", flush=True)
     finally:
         policy.close()
+    from motus_ros.eval.report import wilson_interval  # ROS-free
+
     ys = [abs(r["grasp"]["y_cm"]) for r in rows if r["grasp"]]
+    wins = sum(r["success"] for r in rows)
+    # a dozen tuning seeds find failure modes; they cannot rank two policies (the interval says how wide)
     summary = {"policy": ns.policy, "seeds": ns.seeds, "strategy": ns.strategy, "executor_params": ns.executor_param,
-               "delay": ns.delay, "episodes": len(rows), "success_rate": sum(r["success"] for r in rows) / max(1, len(rows)),
+               "delay": ns.delay, "episodes": len(rows), "success_rate": wins / max(1, len(rows)),
+               "wilson95": [round(x, 4) for x in wilson_interval(wins, len(rows))],
                "grasped": sum(r["max_stage"] >= 2 for r in rows),
                "lifted": sum(r["max_lift_cm"] > CarryProbe.LIFT_CM for r in rows),
                "grasp_y_cm_abs_median": float(np.median(ys)) if ys else None,
