@@ -134,23 +134,44 @@ def recorded_seeds(demos: Path) -> dict[int, list[str]]:
     return out
 
 
+def placement_margin_problem(margin: float) -> str | None:
+    """The sim node's bounds of ``placement_margin`` (declared once, in SimConfig), checked before a graph starts."""
+    import dataclasses
+
+    from motus_core.config_fields import check_value
+    from motus_core.sim.config import SimConfig
+
+    meta = next(f.metadata for f in dataclasses.fields(SimConfig) if f.name == "placement_margin")
+    return check_value("--placement-margin", margin, meta)
+
+
+def check_record_settings(demos: Path, how: str, recorded: dict, wanted: dict) -> None:
+    """A workdir's demonstrations keep the push and placement they were recorded with: mixing two would make a
+    dataset no option describes. Workdirs from before the placement margin existed were recorded with 0."""
+    for key, default in (("disturbance", None), ("placement_margin", 0.0)):
+        if recorded.get(key, default) != wanted[key]:
+            raise SystemExit(f"record: {demos} {how} recorded with {key} {recorded.get(key, default)}, not {wanted[key]}: "
+                             "use another --workdir")
+
+
 def stage_record(ns, work: Path) -> dict:
     """Seeds 0, 1, ... until ``ns.demos`` succeeded. A failed demonstration (the scripted demonstrator
     fails more often on a loaded machine: its command stream starves) is retried once with the same
     seed, then the seed is given up; failures stay in demos/ with outcome ``failure`` and are not converted."""
     demos = work / "demos"
     push = {"amplitude": ns.disturbance, "until": ns.disturbance_until} if ns.disturbance > 0 else None
+    wanted = {"disturbance": push, "placement_margin": ns.placement_margin}
     info = _done(demos)
-    if info is not None and info.get("disturbance") != push:
-        raise SystemExit(f"record: {demos} was recorded with disturbance {info.get('disturbance')}, not {push}: use another --workdir")
+    if info is not None:
+        check_record_settings(demos, "was", info, wanted)
     if info and info.get("demos") == ns.demos:
         log(f"record: done ({info['demos']} successful demonstrations, seeds {info['seeds'][0]}..{info['seeds'][-1]})")
         return info
     demos.mkdir(parents=True, exist_ok=True)
-    settings = demos / "record_settings.json"  # a partly recorded workdir keeps its push
-    if settings.is_file() and (old := json.loads(settings.read_text()).get("disturbance")) != push:
-        raise SystemExit(f"record: {demos} was partly recorded with disturbance {old}, not {push}: use another --workdir")
-    settings.write_text(json.dumps({"disturbance": push}))
+    settings = demos / "record_settings.json"  # a partly recorded workdir keeps its push and placement
+    if settings.is_file():
+        check_record_settings(demos, "was partly", json.loads(settings.read_text()), wanted)
+    settings.write_text(json.dumps(wanted))
     eval_lo, eval_hi = ns.eval_seeds
     t0 = time.monotonic()
     attempts = 2
@@ -175,7 +196,8 @@ def stage_record(ns, work: Path) -> dict:
             f"(real_time_factor {ns.real_time_factor})")
         rc = _run([sys.executable, "-m", "motus_ros.launcher", "graph:=record", f"task:={TASK}", f"episodes:={count}",
                    f"seed:={first}", f"output_dir:={demos}", f"real_time_factor:={ns.real_time_factor}"]
-                  + ([f"disturbance:={ns.disturbance}", f"disturbance_until:={ns.disturbance_until}"] if push else []), demos / "record.log")
+                  + ([f"disturbance:={ns.disturbance}", f"disturbance_until:={ns.disturbance_until}"] if push else [])
+                  + ([f"placement_margin:={ns.placement_margin}"] if ns.placement_margin > 0 else []), demos / "record.log")
         if rc != 0 and sum(map(len, recorded_seeds(demos).values())) == sum(map(len, seeds.values())):
             raise SystemExit(f"record: the record graph exited with {rc} without recording an episode (see {demos / 'record.log'})")
     seeds = recorded_seeds(demos)
@@ -183,7 +205,7 @@ def stage_record(ns, work: Path) -> dict:
     failed = sum(o.count("failure") for o in seeds.values())
     info = {"demos": len(ok), "seeds": ok, "failed_attempts": failed, "given_up_seeds": sorted(s for s, o in seeds.items() if "success" not in o),
             "real_time_factor": ns.real_time_factor, "record_minutes_this_run": round((time.monotonic() - t0) / 60, 1),
-            "disturbance": push}
+            **wanted}
     _mark_done(demos, info)
     log(f"record: {len(ok)} successful demonstrations ({failed} failed attempts)")
     return info
@@ -470,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
                          "motus_core/sim/disturbance.py; default 0.08, the tenth run's); 0 = clean demonstrations")
     ap.add_argument("--disturbance-until", type=float, default=1.4,
                     help="episode s by which the push has faded out (default 1.4: the approach; the grasp runs undisturbed)")
+    ap.add_argument("--placement-margin", type=float, default=0.0,
+                    help="m the cube's placement box is widened by on every side while recording (demonstrations that cover "
+                         "the evaluation box's edges from both sides; default 0: the task's box, as the evaluation)")
     ap.add_argument("--text-encoder", default="", help="converted umT5 directory for the instruction embeddings (default: the tiny one)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="training and policy device (default cpu)")
     ap.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE",
@@ -487,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = ap.parse_args(argv)
     if not 1 <= ns.demos <= 100:
         ap.error("--demos must be within 1..100")
+    if (why := placement_margin_problem(ns.placement_margin)) is not None:
+        ap.error(why)
     stages = [s.strip() for s in ns.stages.split(",") if s.strip()]
     unknown = set(stages) - set(STAGES)
     if unknown:
@@ -526,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval_seeds": f"{ns.eval_seeds[0]}:{ns.eval_seeds[1]}", "real_time_factor": ev["real_time_factor"],
         "learning_curve": ev["curve"], "device": trained.get("device", ns.device),
         "eval_executor_params": ns.eval_executor_param, "record_disturbance": rec.get("disturbance"),
+        "record_placement_margin": rec.get("placement_margin", 0.0),
     }
     (work / "proof_result.json").write_text(json.dumps(final, indent=1))
     print(json.dumps(final), flush=True)

@@ -201,7 +201,8 @@ def test_a_workdir_recorded_with_another_push_is_not_mixed_in(tmp_path):
     was recorded with, finished (STAGE_DONE) or not (record_settings.json)."""
     import types
 
-    ns = types.SimpleNamespace(demos=2, eval_seeds=(1000, 1050), batch=10, real_time_factor=0.3, disturbance=0.08, disturbance_until=1.4)
+    ns = types.SimpleNamespace(demos=2, eval_seeds=(1000, 1050), batch=10, real_time_factor=0.3, disturbance=0.08, disturbance_until=1.4,
+                               placement_margin=0.0)
     done = tmp_path / "done"
     (done / "demos").mkdir(parents=True)
     bench._mark_done(done / "demos", {"demos": 2, "seeds": [0, 1]})  # a clean recording (before the option existed)
@@ -214,3 +215,16 @@ def test_a_workdir_recorded_with_another_push_is_not_mixed_in(tmp_path):
     (partial / "demos" / "record_settings.json").write_text(json.dumps({"disturbance": {"amplitude": 0.05, "until": 1.4}}))
     with pytest.raises(SystemExit, match="partly recorded"):
         bench.stage_record(ns, partial)
+    # the placement box likewise: a workdir from before the option was recorded in the task's own box
+    wide = types.SimpleNamespace(**{**vars(clean), "placement_margin": 0.03})
+    with pytest.raises(SystemExit, match="placement_margin 0.0, not 0.03"):
+        bench.stage_record(wide, done)
+    (partial / "demos" / "record_settings.json").write_text(json.dumps({"disturbance": None, "placement_margin": 0.03}))
+    with pytest.raises(SystemExit, match="partly recorded with placement_margin 0.03"):
+        bench.stage_record(clean, partial)
+
+
+def test_the_placement_margin_is_bounded_as_the_sim_node_declares_it():
+    assert bench.placement_margin_problem(0.0) is None and bench.placement_margin_problem(0.03) is None
+    assert "<= 0.1" in bench.placement_margin_problem(0.2)
+    assert ">= 0.0" in bench.placement_margin_problem(-0.01)

@@ -230,6 +230,23 @@ def test_seeded_object_poses():
             assert spec.x_range[0] <= x <= spec.x_range[1] and spec.y_range[0] <= y <= spec.y_range[1]
 
 
+def test_a_placement_margin_widens_the_box_and_keeps_the_draws_without_it():
+    """Demonstrations may cover a box wider than the evaluation's (the proof's --placement-margin); margin 0 draws
+    exactly the task's poses, so every recorded and evaluated seed keeps its cube."""
+    task = TASKS["transfer_cube"]
+    spec = task.objects[0]
+    m = 0.03
+    xy = np.array([task.sample_poses(np.random.default_rng(s), m)["box"][0][:2] for s in range(400)])
+    assert xy[:, 0].min() >= spec.x_range[0] - m and xy[:, 0].max() <= spec.x_range[1] + m
+    assert xy[:, 1].min() >= spec.y_range[0] - m and xy[:, 1].max() <= spec.y_range[1] + m
+    outside = (xy[:, 0] < spec.x_range[0]) | (xy[:, 0] > spec.x_range[1]) | (xy[:, 1] < spec.y_range[0]) | (xy[:, 1] > spec.y_range[1])
+    assert 0.3 < outside.mean() < 0.5  # 1 - (20/26)^2 = 0.41 of the draws fall beyond the task's box
+    np.testing.assert_array_equal(task.sample_poses(np.random.default_rng(5), 0.0)["box"][0],
+                                  task.sample_poses(np.random.default_rng(5))["box"][0])
+    with pytest.raises(ValueError, match="margin"):
+        task.sample_poses(np.random.default_rng(5), -0.01)
+
+
 def test_reset_keeps_the_clock_and_places_objects(sim):
     sim.reset(seed=7)
     sim.step(50)

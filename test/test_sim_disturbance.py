@@ -83,3 +83,4 @@ def test_the_launch_arguments_set_the_sim_nodes_nested_parameters():
     assert "disturbance.amplitude" not in sim_params(base)  # not given: sim.yaml's (off)
     p = sim_params({**base, "disturbance": "0.08", "disturbance_until": "1.4"})
     assert p["disturbance.amplitude"] == 0.08 and p["disturbance.until"] == 1.4
+    assert "placement_margin" not in p and sim_params({**base, "placement_margin": "0.03"})["placement_margin"] == 0.03

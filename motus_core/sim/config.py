@@ -30,6 +30,9 @@ class SimConfig:
         "arm joint speeds saturate at this x the profile's velocity limits (the servos' no-load speed; without it the "
         "sim's undamped servos overshoot the commanded speed ~2x); 0 = no limit")})
     render_mesh_cell: float = field(default=0.002, metadata={"help": "grid (m) of the render-only mesh decimation; 0 renders the original meshes"})
+    placement_margin: float = field(default=0.0, metadata={"min": 0.0, "max": 0.1, "help": (
+        "m each object's placement box (the task's x/y ranges) is widened by on every side: demonstrations that cover "
+        "the edges of the evaluation's box from both sides; keep 0 for evaluation")})
     disturbance: DisturbanceConfig = field(default_factory=DisturbanceConfig, metadata={"help": (
         "push the follower arms off the commanded setpoints (seeded per episode; recovery demonstrations, "
         "motus_core/sim/disturbance.py); keep it off for evaluation")})

@@ -39,7 +39,8 @@ class AlohaSim:
 
     def __init__(self, task: str = "transfer_cube", *, seed: int = 0, timestep: float = 0.002, render_mesh_cell: float = 0.002,
                  success_hold: float = 0.5, home: np.ndarray | None = None, offscreen_size: tuple[int, int] = (640, 480),
-                 speed_limit: np.ndarray | float | None = None, disturbance: DisturbanceConfig | None = None):
+                 speed_limit: np.ndarray | float | None = None, disturbance: DisturbanceConfig | None = None,
+                 placement_margin: float = 0.0):
         self._build_kwargs = dict(timestep=timestep, render_mesh_cell=render_mesh_cell, offscreen_size=offscreen_size)
         self.success_hold = success_hold
         self.home = np.array(DEFAULT_HOME if home is None else home, dtype=float)
@@ -56,6 +57,7 @@ class AlohaSim:
         self._disturbance_cfg: DisturbanceConfig | None = None
         self._push: TrackingDisturbance | None = None
         self.set_disturbance(disturbance)
+        self.placement_margin = float(placement_margin)  # m the objects' placement boxes are widened by
         self.speed_limited_steps = 0  # physics steps in which some arm joint was slowed to its limit
         self.reset(seed=seed)  # episode 1
 
@@ -97,7 +99,7 @@ class AlohaSim:
         mujoco.mj_resetData(m, d)
         d.time = now  # the clock keeps running across episodes
         self.layout.set_positions(d, self.home)
-        poses = object_poses if object_poses is not None else self.task.sample_poses(np.random.default_rng(seed))
+        poses = object_poses if object_poses is not None else self.task.sample_poses(np.random.default_rng(seed), self.placement_margin)
         for name, (pos, quat) in poses.items():
             adr = self._object_qpos[name]
             d.qpos[adr:adr + 3] = pos

@@ -76,11 +76,16 @@ class Task:
     stage_of: Callable[[ContactSet], int]  # progress stage 0..4 from the current contacts
     default_episode_time: float  # seconds the scripted demonstrator needs, with margin
 
-    def sample_poses(self, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Object name -> (position (3,), quaternion wxyz (4,)), upright, drawn from the task's ranges."""
+    def sample_poses(self, rng: np.random.Generator, margin: float = 0.0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Object name -> (position (3,), quaternion wxyz (4,)), upright, drawn from the task's ranges, each
+        widened by ``margin`` m on both sides (demonstrations that cover the edges of the evaluation's box
+        from both sides; 0: the task's own ranges, the same draws for a seed)."""
+        if margin < 0:
+            raise ValueError(f"placement margin must be >= 0 m, got {margin}")
         out = {}
         for obj in self.objects:
-            pos = np.array([rng.uniform(*obj.x_range), rng.uniform(*obj.y_range), obj.z])
+            pos = np.array([rng.uniform(obj.x_range[0] - margin, obj.x_range[1] + margin),
+                            rng.uniform(obj.y_range[0] - margin, obj.y_range[1] + margin), obj.z])
             out[obj.name] = (pos, np.array([1.0, 0.0, 0.0, 0.0]))
         return out
 

@@ -20,6 +20,8 @@ ARGUMENTS = (
     Argument("disturbance", "", "rad, RMS push on the simulated follower arms' setpoints, seeded per episode (recovery "
              "demonstrations; '' = sim.yaml's, 0 = off)"),
     Argument("disturbance_until", "", "episode s by which the push has faded out ('' = sim.yaml's; 0 = the whole episode)"),
+    Argument("placement_margin", "", "m the simulated task's placement box is widened by on every side (demonstrations; "
+             "'' = sim.yaml's, 0 = the task's box)"),
     Argument("cameras", "auto", "real robot (hardware:=none), policy/record graphs: who publishes the profile's RealSense cameras "
              "(those with a serial): auto = realsense2_camera where installed, else the pyrealsense2 node; none = your own drivers",
              choices=CAMERA_MODES),
@@ -29,7 +31,7 @@ ARGUMENTS = (
 
 # arguments that default to '' (not given): only a given value overrides sim.yaml
 _OPTIONAL_SIM = {"image_height": int, "image_width": int, "camera_rate": float, "real_time_factor": float,
-                 "disturbance": float, "disturbance_until": float}
+                 "disturbance": float, "disturbance_until": float, "placement_margin": float}
 # launch argument -> the sim node's (nested) parameter
 _SIM_PARAMETER = {"disturbance": "disturbance.amplitude", "disturbance_until": "disturbance.until"}
 

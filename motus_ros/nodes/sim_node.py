@@ -182,6 +182,10 @@ class SimNode(Node):
                 f"disturbance on: the follower arms are pushed {d.amplitude:g} rad RMS off their setpoints "
                 + (f"until {d.until:g} s into each episode" if d.until else "for the whole episode")
                 + " (recovery demonstrations; not for evaluation)")
+        if cfg.placement_margin > 0:
+            self.get_logger().info(
+                f"placement widened: objects are placed up to {100 * cfg.placement_margin:g} cm beyond the task's box "
+                "(demonstrations; not for evaluation)")
 
     @staticmethod
     def _check_config(cfg: SimConfig) -> None:
@@ -284,7 +288,8 @@ class SimNode(Node):
             # (e.g. Piper's all-zero pose) means something else on this arm (straight out, arms colliding).
             sim = AlohaSim(cfg.task, seed=cfg.seed, timestep=cfg.physics_dt, render_mesh_cell=cfg.render_mesh_cell,
                            success_hold=cfg.success_hold, offscreen_size=(self.width, self.height),
-                           speed_limit=self._speed_limit(), disturbance=cfg.disturbance)
+                           speed_limit=self._speed_limit(), disturbance=cfg.disturbance,
+                           placement_margin=cfg.placement_margin)
             renderer = CameraRenderer(sim.model, self.width, self.height, tuple(self.cameras))
         except BaseException as exc:  # noqa: BLE001 - reported to the constructor
             self._thread_error = exc
