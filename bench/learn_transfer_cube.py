@@ -10,7 +10,8 @@ interrupted run continues where it stopped):
    (``motus-launch graph:=record``: simulator + scripted demonstrator + recorder node -> one MCAP
    bag per episode), seeds 0, 1, ... (disjoint from the evaluation seeds) until N demonstrations
    succeeded; the simulator pushes the follower arms off the demonstrator's commands during the approach
-   (``--disturbance``, recovery demonstrations). A failed demonstration is retried once with its seed;
+   (``--disturbance``, recovery demonstrations); ``--placement-margin`` widens the box the cube is placed in
+   (the evaluation always uses the task's box). A failed demonstration is retried once with its seed;
    failures stay in ``demos/`` with outcome ``failure`` and are not converted.
 2. ``convert`` (``dataset/``): ``motus-convert --actions leader`` into the Motus layout (T-mosaic
    videos, qpos = the measured joints, actions = the demonstrator's commands as the training
