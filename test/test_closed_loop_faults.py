@@ -151,7 +151,10 @@ def test_killed_policy_holds_before_the_committed_actions_run_out(env):
     # at rest soon after: a stop from the motion here takes < 0.2 s, and when a starved executor ticks late
     # (sim time runs on while it waits for a core) the controller follows the stop in its last trajectory
     assert np.all(rec["velocity"][t >= at_rest_after + 0.2] == 0.0), "still moving 0.2 s after the committed actions ran out"
-    assert np.any(np.abs(rec["velocity"][(t >= t_kill - 0.2) & (t < t_kill)]) > 0.01), "it was not moving before the kill"
+    # the last 0.2 s of commands before the kill, by count (40 ticks at 200 Hz): on a loaded machine the loop can
+    # stall just before the kill and leave no tick in the last 0.2 s of sim time (CI once, beside a training)
+    before = rec["velocity"][t < t_kill][-40:]
+    assert before.size and np.any(np.abs(before) > 0.01), "it was not moving before the kill"
     assert_still_at_the_end(rec)
     check_limits(rec)
     # one "gone": the kill; none before it although a core was busy (a 60 ms lease flapped here)
