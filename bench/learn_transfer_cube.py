@@ -92,8 +92,10 @@ def _run(cmd: list[str], logfile: Path) -> int:
         proc = subprocess.Popen(cmd, env=_env(), stdout=f, stderr=subprocess.STDOUT)
         try:
             rc = proc.wait()
-        except KeyboardInterrupt:  # let the child stop its graph (the launcher forwards SIGINT to its nodes)
-            proc.send_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            # let the child stop its graph or save its step: SIGTERM, which motus-launch, motus-eval and motus-train
+            # treat as Ctrl-C, because a job started in the background of a shell ignores SIGINT
+            proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -103,6 +105,10 @@ def _run(cmd: list[str], logfile: Path) -> int:
         tail = logfile.read_text().splitlines()[-30:]
         log(f"command exited with {rc}; last lines of {logfile}:\n    " + "\n    ".join(tail))
     return rc
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _done(stage_dir: Path) -> dict | None:
@@ -521,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown stages {sorted(unknown)}; known: {STAGES}")
     work = ns.workdir.expanduser().resolve()
     work.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _terminate)  # `kill` stops the run as Ctrl-C does: the running stage's child first
     log(f"workdir {work}; ROS_DOMAIN_ID {private_domain()} for every graph of this run")
     rec = stage_record(ns, work) if "record" in stages else _done(work / "demos")
     data = trained = None
@@ -562,4 +569,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted: run the same command again to continue where it stopped")
+        sys.exit(130)

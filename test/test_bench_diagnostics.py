@@ -123,3 +123,24 @@ def test_the_blind_baseline_is_the_error_of_the_other_demonstrations_mean():
     assert blind == pytest.approx(4.5) and blind_y == pytest.approx(4.5)
     assert early.blind_baseline_cm(np.array([[0.0, 0.1, 0.2], [0.0, 0.1, 0.2]])) == (0.0, 0.0)
     assert all(np.isnan(early.blind_baseline_cm(wants[:1])))
+
+
+def test_the_position_split_places_each_episode_where_the_simulator_put_its_cube():
+    """eval_by_position recomputes start positions from the seeds: they must be the simulator's own draws."""
+    from motus_core.sim import AlohaSim
+
+    split = _load("eval_by_position")
+    sim = AlohaSim("transfer_cube")
+    for seed in (1000, 1003):
+        assert split.start_xy("transfer_cube", seed) == pytest.approx(sim.reset(seed=seed)["box"].position[:2])
+    sim.placement_margin = 0.03
+    assert split.start_xy("transfer_cube", 1000, 0.03) == pytest.approx(sim.reset(seed=1000)["box"].position[:2])
+
+    seeds = list(range(1000, 1020))
+    dist = {s: 100 * np.linalg.norm(split.start_xy("transfer_cube", s) - split.box_centre("transfer_cube")) for s in seeds}
+    episodes = [{"seed": s, "success": dist[s] < 6.0} for s in seeds]
+    near, mid, far = split.split_by_distance(episodes, "transfer_cube", [0.0, 6.0, 9.0])
+    assert near["episodes"] == near["successes"] == sum(d < 6.0 for d in dist.values())
+    assert mid["successes"] == far["successes"] == 0
+    assert mid["episodes"] == sum(6.0 <= d < 9.0 for d in dist.values())
+    assert near["episodes"] + mid["episodes"] + far["episodes"] == len(seeds) and far["to_cm"] == float("inf")

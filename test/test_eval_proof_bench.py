@@ -228,3 +228,41 @@ def test_the_placement_margin_is_bounded_as_the_sim_node_declares_it():
     assert bench.placement_margin_problem(0.0) is None and bench.placement_margin_problem(0.03) is None
     assert "<= 0.1" in bench.placement_margin_problem(0.2)
     assert ">= 0.0" in bench.placement_margin_problem(-0.01)
+
+
+def test_a_background_run_stopped_with_kill_stops_its_child_first(tmp_path):
+    """`kill` (SIGTERM) of the bench, started in a shell's background where SIGINT is ignored, stops the running
+    stage's child with SIGTERM (which motus-eval/-train/-launch treat as Ctrl-C) and exits 130 without a traceback."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = tmp_path / "child.py"
+    child.write_text(
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (print('child: saved and stopped', flush=True), sys.exit(0)))\n"
+        "print('child: up', flush=True)\n"
+        "time.sleep(60)\n")
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        "import signal, sys, importlib.util\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        f"spec = importlib.util.spec_from_file_location('ltc', {str(ROOT / 'bench' / 'learn_transfer_cube.py')!r})\n"
+        "ltc = importlib.util.module_from_spec(spec); spec.loader.exec_module(ltc)\n"
+        "signal.signal(signal.SIGTERM, ltc._terminate)\n"
+        "try:\n"
+        f"    ltc._run([sys.executable, {str(child)!r}], ltc.Path({str(tmp_path / 'child.log')!r}))\n"
+        "except KeyboardInterrupt:\n"
+        "    print('driver: interrupted', flush=True); sys.exit(130)\n")
+    proc = subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    log = tmp_path / "child.log"
+    deadline = time.monotonic() + 120
+    while "child: up" not in (log.read_text() if log.is_file() else "") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "driver: interrupted" in out and "Traceback" not in out
+    assert "child: saved and stopped" in log.read_text()
