@@ -380,12 +380,14 @@ def run_eval(ns, work: Path, policy: Path, strategy: str, seeds: tuple[int, int]
     # a killed motus-eval leaves its part file (written after every episode): keep the episodes it finished
     # (the part files go once the merged report is written)
     old_parts = sorted(out.parent.glob(f"{out.stem}_from*.json"), key=lambda f: int(f.stem.rsplit("_from", 1)[1]))
+    old_chunk_ms: list[float] = []
     for part in old_parts:
         try:
-            eps = json.loads(part.read_text()).get("episodes", [])
+            old = json.loads(part.read_text())
         except (OSError, ValueError):
             continue
-        for e in eps:
+        old_chunk_ms += old.get("policy_chunk_ms", [])
+        for e in old.get("episodes", []):
             if e["seed"] == seeds[0] + len(done_eps) and e["seed"] < seeds[1]:
                 done_eps.append(e)
     first = seeds[0] + len(done_eps)
@@ -404,19 +406,20 @@ def run_eval(ns, work: Path, policy: Path, strategy: str, seeds: tuple[int, int]
         done_eps += new
         if rc != 0 and not new:
             raise SystemExit(f"eval: motus-eval exited with {rc} (see {out.parent / (out.stem + '.log')})")
-        chunk_ms = json.loads(part.read_text())["summary"] if part.is_file() else {}
+        part_data = json.loads(part.read_text()) if part.is_file() else {}
+        chunk_ms = part_data.get("summary", {})
+        run_chunk_ms = part_data.get("policy_chunk_ms", [])
         part.unlink(missing_ok=True)
     else:
-        chunk_ms = {}
+        chunk_ms, run_chunk_ms = {}, []
         rc = 0
     prev = json.loads(out.read_text()) if out.is_file() else {}
     report = EvalReport(policy=str(policy), task=TASK, strategy=strategy, seeds=list(range(*seeds)), real_time_factor=rtf,
                         time_limit=prev.get("summary", {}).get("time_limit", 0.0) or chunk_ms.get("time_limit", 0.0))
     report.episodes = [EpisodeResult(**e) for e in done_eps]
     report.achieved_real_time_factor = chunk_ms.get("achieved_real_time_factor") or prev.get("summary", {}).get("achieved_real_time_factor", 0.0)
-    report.policy_chunk_ms = prev.get("policy_chunk_ms", []) + ([chunk_ms["policy_chunk_ms_p50"]] if chunk_ms.get("policy_chunk_ms_p50") else [])
+    report.policy_chunk_ms = prev.get("policy_chunk_ms", []) + old_chunk_ms + run_chunk_ms  # every chunk's time, over the parts
     data = report.as_dict()
-    data["policy_chunk_ms"] = report.policy_chunk_ms  # per evaluation run (p50 of each), for the bench's figure
     out.write_text(json.dumps(data, indent=1))
     for part in old_parts:
         part.unlink(missing_ok=True)

@@ -174,6 +174,8 @@ def test_replay_success_failure_and_video(tmp_path, demo_replay):
     assert not e1001["success"] and e1001["outcome"] == "timeout" and e1001["max_stage"] < 4, e1001
     for e in (e1000, e1001):
         assert e["chunks_received"] > 0 and e["chunks_rejected"] == 0 and not e["failure_reason"], e
+    # the policy's time of (nearly) every chunk of the episodes, not of one (status messages are 10 Hz, chunks slower)
+    assert len(d["policy_chunk_ms"]) >= 0.8 * (e1000["chunks_received"] + e1001["chunks_received"]), (len(d["policy_chunk_ms"]), e1000, e1001)
     # the video of the failed episode only: the high camera, about 30 frames per sim second
     assert e1000["video"] == "" and Path(e1001["video"]).is_file()
     import av

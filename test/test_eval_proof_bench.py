@@ -79,7 +79,8 @@ def test_a_killed_evaluation_keeps_its_finished_episodes(tmp_path, monkeypatch):
 
     out = tmp_path / "final_rtc.json"
     out.write_text(json.dumps({"episodes": [ep(s) for s in range(1000, 1002)], "summary": {"time_limit": 14.5}}))
-    (tmp_path / "final_rtc_from1002.json").write_text(json.dumps({"episodes": [ep(s) for s in range(1002, 1005)]}))
+    (tmp_path / "final_rtc_from1002.json").write_text(json.dumps({"episodes": [ep(s) for s in range(1002, 1005)],
+                                                                  "policy_chunk_ms": [300.0] * 30}))
     ran = []
 
     def fake_run(cmd, log_path):
@@ -88,7 +89,8 @@ def test_a_killed_evaluation_keeps_its_finished_episodes(tmp_path, monkeypatch):
         a, b = (int(x) for x in seeds.split(":"))
         part = Path(cmd[cmd.index("--json") + 1])
         part.write_text(json.dumps({"episodes": [ep(s) for s in range(a, b)],
-                                    "summary": {"policy_chunk_ms_p50": 100.0, "achieved_real_time_factor": 0.3, "time_limit": 14.5}}))
+                                    "summary": {"policy_chunk_ms_p50": 100.0, "achieved_real_time_factor": 0.3, "time_limit": 14.5},
+                                    "policy_chunk_ms": [100.0] * 20 + [500.0] * 5}))
         return 0
 
     monkeypatch.setattr(bench, "_run", fake_run)
@@ -98,6 +100,9 @@ def test_a_killed_evaluation_keeps_its_finished_episodes(tmp_path, monkeypatch):
     assert [e["seed"] for e in data["episodes"]] == list(range(1000, 1008))
     assert not list(tmp_path.glob("final_rtc_from*.json"))
     assert bench._eval_json_complete(out, (1000, 1008))
+    # the percentiles are over every chunk of both parts, not over each part's median
+    assert len(data["policy_chunk_ms"]) == 55
+    assert data["summary"]["policy_chunk_ms_p50"] == 300.0 and data["summary"]["policy_chunk_ms_p95"] == 500.0
 
 
 def test_an_evaluation_killed_by_a_signal_is_not_reported_as_the_result(tmp_path, monkeypatch):

@@ -110,7 +110,9 @@ class EvalReport:
         }
 
     def as_dict(self) -> dict:
-        return {"summary": self.summary(), "episodes": [asdict(e) for e in self.episodes], "notes": self.notes}
+        # every chunk's time, so evaluations run in parts (the proof bench's resumed runs) merge into true percentiles
+        return {"summary": self.summary(), "episodes": [asdict(e) for e in self.episodes], "notes": self.notes,
+                "policy_chunk_ms": [round(float(x), 1) for x in self.policy_chunk_ms]}
 
     def write_json(self, path: str | Path) -> None:
         p = Path(path)
