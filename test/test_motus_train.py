@@ -118,6 +118,45 @@ def test_a_random_vae_is_normalised_with_statistics_measured_on_the_training_fra
     kept.close()
 
 
+
+def test_per_position_statistics_standardise_every_latent_cell_and_reach_the_policy(dataset, tmp_path):
+    """init.vae_statistics=measure_per_position: each latent channel and grid cell of the training frames gets
+    about zero mean and unit deviation (the static scene subtracted; cells that never change floored, not blown
+    up), the checkpoint's policy normalises and samples with the same [C][h][w] statistics, an image of
+    another size is refused with a clear error, and a pretrained VAE refuses the mode."""
+    from motus_core.models.motus.train.trainer import Trainer
+    from motus_core.models.motus.train.vae_stats import CELL_STD_FLOOR, sample_videos
+    from motus_core.policies import load_policy
+
+    out = tmp_path / "cells"
+    t = Trainer(config(dataset, out, "train.steps=2", "init.vae_statistics=measure_per_position"))
+    t.setup()
+    vae = t.built.vae
+    assert vae.per_position and vae.latents_mean.shape[-2:] != (1, 1)
+    videos = sample_videos(t.data.train.reader, 64)
+    z = vae.encode_pixels(torch.stack(videos)).double()
+    cell_mean, cell_std = z.mean(dim=(0, 2)), z.std(dim=(0, 2), unbiased=False)
+    assert cell_mean.abs().max() < 1e-3, cell_mean.abs().max()  # measured on exactly these frames
+    raw = z / vae.latents_inv_std.double() + vae.latents_mean.double()
+    raw_cell_std = raw.std(dim=(0, 2), unbiased=False)
+    raw_channel_std = raw.transpose(0, 1).reshape(raw.shape[1], -1).std(dim=1, unbiased=False)[:, None, None]
+    varies = raw_cell_std > CELL_STD_FLOOR * raw_channel_std
+    assert varies.float().mean() > 0.5
+    assert (cell_std[varies] - 1.0).abs().max() < 1e-3  # every cell that varies has unit deviation
+    assert cell_std.max() < 1.0 + 1e-3  # the others are floored, not blown up
+    assert "per channel and grid cell" in (out / "train.log").read_text()
+    assert t.run() == 0
+    t.close()
+    policy = load_policy(str(out / "final"))
+    torch.testing.assert_close(policy.vae.latents_mean, vae.latents_mean, rtol=0, atol=0)
+    torch.testing.assert_close(policy.vae.latents_inv_std, vae.latents_inv_std, rtol=0, atol=0)
+    h, w = videos[0].shape[-2:]
+    with pytest.raises(ValueError, match="another image size"):
+        policy.vae.encode_pixels(torch.rand(1, 3, 1, h + 32, w))
+    with pytest.raises(ValueError, match="for a random VAE"):
+        Trainer(config(dataset, tmp_path / "pre", "train.steps=1", "init.vae_statistics=measure_per_position",
+                       "init.source=converted", f"init.path={out / 'final'}")).setup()
+
 def test_validation_reports_joint_errors(dataset, trained):
     t, out, _, _ = trained
     m = t.validate(16)

@@ -50,9 +50,11 @@ class InitSection:
     allow_full_size_scratch: bool = _f(False, "permit training a full-size model from random weights (almost never wanted)")
     seed: int = _f(0, "seed of the random initialisation (scratch, and frozen VAE/VLM when they are random)")
     vae_statistics: str = _f("auto", "the per-channel latent mean/std Motus normalises VAE latents with: 'measure' them on "
-                             "training frames (as Wan's were measured for its VAE), keep the model 'config' values, or "
-                             "'auto' (measure when the VAE is random: scratch, or pretrain without init.vae)",
-                             choices=("auto", "measure", "config"))
+                             "training frames (as Wan's were measured for its VAE), keep the model 'config' values, "
+                             "'auto' (measure when the VAE is random: scratch, or pretrain without init.vae), or "
+                             "'measure_per_position': per channel and latent grid cell (a random VAE only: the static "
+                             "scene subtracted, each cell's variation scaled to one)",
+                             choices=("auto", "measure", "config", "measure_per_position"))
     vae_statistics_samples: int = _f(64, "training samples (all their frames) the VAE statistics are measured on", lo=1)
 
 

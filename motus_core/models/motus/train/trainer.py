@@ -194,7 +194,11 @@ class Trainer:
         """Measure the latent statistics of a random VAE (``vae_stats``); a resumed run keeps its checkpoint's."""
         init = self.cfg.init
         mode = init.vae_statistics
-        if mode == "config" or (mode == "auto" and not vae_is_random(self.built.source, init.vae)):
+        random_vae = vae_is_random(self.built.source, init.vae)
+        if mode == "measure_per_position" and not random_vae:
+            raise ValueError("init.vae_statistics=measure_per_position is for a random VAE (a model trained from scratch): a "
+                             "pretrained VAE's latents are what the pretrained model expects, normalised per channel")
+        if mode == "config" or (mode == "auto" and not random_vae):
             return
         vae = self.built.vae
         if latest is not None:
@@ -203,7 +207,7 @@ class Trainer:
             how = f"from {latest}"
         else:
             videos = sample_videos(self.data.train.reader, init.vae_statistics_samples)
-            mean, std = measure_latent_statistics(vae, videos)
+            mean, std = measure_latent_statistics(vae, videos, per_position=mode == "measure_per_position")
             if self.dist.world > 1:  # one set for every rank, bit for bit
                 t = torch.tensor([mean, std], dtype=torch.float64, device=self.dist.device)
                 torch.distributed.broadcast(t, src=0)
