@@ -19,7 +19,8 @@ interrupted run continues where it stopped):
 3. ``train``   (``train/``): ``motus-train --config config/motus/reduced_sim.yaml`` (a reduced Motus
    from scratch, see docs/proof.md for the choices).
 4. ``eval``    (``eval/``): ``motus-eval`` of the final checkpoint on the evaluation seeds with each
-   strategy (rtc, temporal_ensemble, sync), and of earlier checkpoints (the learning curve).
+   strategy (rtc, temporal_ensemble, sync), and of earlier checkpoints (the learning curve);
+   ``--eval-jobs N`` runs N of these evaluations side by side, each graph on a ROS domain of its own.
 
 Final line: JSON with ``success_rate_rtc``, ``success_rate_te``, ``success_rate_sync``, ``demos``,
 ``train_minutes``, ``train_steps``, ``val_action_error``, ``policy_chunk_ms_p50``, ``eval_seeds``.
@@ -29,11 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +60,12 @@ def parse_seeds(text: str) -> tuple[int, int]:
 
 
 _DOMAIN: list[str] = []
+# An evaluation running beside others (--eval-jobs) sets its own ROS domain here, in its thread.
+_JOB = threading.local()
+# Every running child, so that a stop reaches all of them (--eval-jobs runs several at once).
+_CHILDREN: set[subprocess.Popen] = set()
+_CHILDREN_LOCK = threading.Lock()
+_STOPPING = threading.Event()
 
 
 def private_domain() -> str:
@@ -74,7 +84,7 @@ def private_domain() -> str:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["ROS_DOMAIN_ID"] = private_domain()
+    env["ROS_DOMAIN_ID"] = getattr(_JOB, "domain", None) or private_domain()
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("MUJOCO_GL", "egl")
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -89,22 +99,41 @@ def _run(cmd: list[str], logfile: Path) -> int:
     with open(logfile, "a") as f:
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()
-        proc = subprocess.Popen(cmd, env=_env(), stdout=f, stderr=subprocess.STDOUT)
+        with _CHILDREN_LOCK:
+            if _STOPPING.is_set():  # the run is being stopped: start nothing more
+                return 130
+            proc = subprocess.Popen(cmd, env=_env(), stdout=f, stderr=subprocess.STDOUT)
+            _CHILDREN.add(proc)
         try:
             rc = proc.wait()
         except KeyboardInterrupt:
-            # let the child stop its graph or save its step: SIGTERM, which motus-launch, motus-eval and motus-train
-            # treat as Ctrl-C, because a job started in the background of a shell ignores SIGINT
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_children()
             raise
+        finally:
+            with _CHILDREN_LOCK:
+                _CHILDREN.discard(proc)
     if rc != 0:
         tail = logfile.read_text().splitlines()[-30:]
         log(f"command exited with {rc}; last lines of {logfile}:\n    " + "\n    ".join(tail))
     return rc
+
+
+def stop_children(timeout: float = 30.0) -> None:
+    """Let every running child stop its graph or save its step: SIGTERM, which motus-launch, motus-eval and
+    motus-train treat as Ctrl-C (a job started in the background of a shell ignores SIGINT); killed after
+    ``timeout`` s. Nothing new starts afterwards."""
+    with _CHILDREN_LOCK:
+        _STOPPING.set()
+        procs = list(_CHILDREN)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def _terminate(signum, frame):
@@ -433,6 +462,47 @@ def run_eval(ns, work: Path, policy: Path, strategy: str, seeds: tuple[int, int]
     return data
 
 
+def run_evals(ns, work: Path, jobs: list[tuple], rtf: float) -> None:
+    """Run the evaluations ``jobs`` (policy, strategy, seeds, out, videos), ``ns.eval_jobs`` at a time. A graph
+    running beside another gets a ROS domain of its own (two simulators on one domain mix their clocks); a
+    failed evaluation does not stop the others, and is raised once they have ended."""
+    n = max(1, min(int(getattr(ns, "eval_jobs", 1)), len(jobs)))
+    if n == 1:
+        for policy, strategy, seeds, out, videos in jobs:
+            run_eval(ns, work, policy, strategy, seeds, out, rtf, videos=videos)
+        return
+    from test.helpers import reserve_domain_id
+
+    domains: queue.SimpleQueue[str] = queue.SimpleQueue()
+    domains.put(private_domain())
+    for _ in range(n - 1):
+        domains.put(str(reserve_domain_id()))
+
+    def one(job: tuple) -> None:
+        policy, strategy, seeds, out, videos = job
+        _JOB.domain = domains.get()
+        try:
+            run_eval(ns, work, policy, strategy, seeds, out, rtf, videos=videos)
+        finally:
+            domains.put(_JOB.domain)
+            _JOB.domain = None
+
+    log(f"eval: {len(jobs)} evaluations, {n} side by side")
+    pool = ThreadPoolExecutor(n, thread_name_prefix="eval")
+    futures = [pool.submit(one, job) for job in jobs]
+    try:
+        wait(futures)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_children()
+        wait([f for f in futures if not f.cancelled()])
+        raise
+    pool.shutdown()
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+
+
 def curve_checkpoints(train: Path, n: int) -> list[Path]:
     """Up to ``n`` kept step checkpoints, evenly spread over the run (the final one is evaluated anyway)."""
     steps = sorted((train / "checkpoints").glob("step_*"))
@@ -470,16 +540,15 @@ def stage_eval(ns, work: Path, rec: dict, trained: dict) -> dict:
         rtf_file.write_text(json.dumps(rtf_info))
     rtf = ns.eval_real_time_factor or rtf_info["real_time_factor"]
     log(f"eval: policy chunk {rtf_info['chunk_seconds_in_process']:.2f} s in-process -> simulation at real_time_factor {rtf:g}")
-    results = {}
-    for key, strategy in EVAL_STRATEGIES.items():
-        out = ev / f"final_{key}.json"
-        results[key] = (json.loads(out.read_text()) if _eval_json_complete(out, ns.eval_seeds)
-                        else run_eval(ns, work, final, strategy, ns.eval_seeds, out, rtf, videos=True))
-    curve = []
     curve_seeds = (ns.eval_seeds[0], min(ns.eval_seeds[1], ns.eval_seeds[0] + ns.curve_episodes))
-    for ckpt in curve_checkpoints(work / "train", ns.curve_points):
-        out = ev / f"curve_{ckpt.name}_rtc.json"
-        d = json.loads(out.read_text()) if _eval_json_complete(out, curve_seeds) else run_eval(ns, work, ckpt, "rtc", curve_seeds, out, rtf, videos=False)
+    ckpts = curve_checkpoints(work / "train", ns.curve_points)
+    jobs = [(final, strategy, ns.eval_seeds, ev / f"final_{key}.json", True) for key, strategy in EVAL_STRATEGIES.items()]
+    jobs += [(ckpt, "rtc", curve_seeds, ev / f"curve_{ckpt.name}_rtc.json", False) for ckpt in ckpts]
+    run_evals(ns, work, [job for job in jobs if not _eval_json_complete(job[3], job[2])], rtf)
+    results = {key: json.loads((ev / f"final_{key}.json").read_text()) for key in EVAL_STRATEGIES}
+    curve = []
+    for ckpt in ckpts:
+        d = json.loads((ev / f"curve_{ckpt.name}_rtc.json").read_text())
         step = int(ckpt.name.split("_")[-1])
         curve.append({"step": step, "success_rate": d["summary"]["success_rate"], "episodes": d["summary"]["episodes"],
                       "wilson95": d["summary"]["wilson95"]})
@@ -518,10 +587,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-time-limit", type=float, default=0.0, help="sim seconds per evaluation episode (default: the task's limit)")
     ap.add_argument("--eval-executor-param", action="append", default=[], metavar="NAME=VALUE",
                     help="executor parameter during evaluation (repeatable), e.g. step_tolerance=3.0; in the final JSON")
+    ap.add_argument("--eval-jobs", type=int, default=1,
+                    help="evaluations (strategies, learning-curve points) run side by side, each graph on a ROS domain of its "
+                         "own (default 1; on the 2-core CPU machine 2 fill it)")
     ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages to run (default all; done stages are skipped)")
     ns = ap.parse_args(argv)
     if not 1 <= ns.demos <= 100:
         ap.error("--demos must be within 1..100")
+    if ns.eval_jobs < 1:
+        ap.error("--eval-jobs must be at least 1")
     if (why := placement_margin_problem(ns.placement_margin)) is not None:
         ap.error(why)
     stages = [s.strip() for s in ns.stages.split(",") if s.strip()]
@@ -563,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         "val_action_error_other_images": trained.get("val_action_error_other_images"),
         "eval_seeds": f"{ns.eval_seeds[0]}:{ns.eval_seeds[1]}", "real_time_factor": ev["real_time_factor"],
         "learning_curve": ev["curve"], "device": trained.get("device", ns.device),
-        "eval_executor_params": ns.eval_executor_param, "record_disturbance": rec.get("disturbance"),
+        "eval_executor_params": ns.eval_executor_param, "eval_jobs": ns.eval_jobs, "record_disturbance": rec.get("disturbance"),
         "record_placement_margin": rec.get("placement_margin", 0.0),
     }
     (work / "proof_result.json").write_text(json.dumps(final, indent=1))

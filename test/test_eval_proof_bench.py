@@ -271,3 +271,95 @@ def test_a_background_run_stopped_with_kill_stops_its_child_first(tmp_path):
     assert proc.returncode == 130, out
     assert "driver: interrupted" in out and "Traceback" not in out
     assert "child: saved and stopped" in log.read_text()
+
+
+def test_evaluations_side_by_side_each_on_its_own_domain(tmp_path, monkeypatch):
+    """--eval-jobs 2: two graphs run at once, never on one ROS domain (their simulators would mix clocks and
+    commands); every strategy and curve point is evaluated once; a failed one does not stop the others."""
+    import argparse
+    import threading
+
+    monkeypatch.setattr(bench, "_DOMAIN", ["77"])
+    both_running = threading.Barrier(2, timeout=60)
+    lock = threading.Lock()
+    running: dict[str, str] = {}  # out file -> domain, while its graph runs
+    overlaps, ran = [], []
+
+    def fake_run(cmd, log_path):
+        part = Path(cmd[cmd.index("--json") + 1])
+        domain = bench._env()["ROS_DOMAIN_ID"]
+        with lock:
+            overlaps.append(sorted(running.values()) + [domain])
+            running[str(part)] = domain
+            ran.append(cmd[cmd.index("--strategy") + 1] + " " + Path(cmd[cmd.index("--policy") + 1]).name)
+        if len(ran) <= 2:
+            both_running.wait()  # the first two are running at the same time
+        a, b = (int(x) for x in cmd[cmd.index("--seeds") + 1].split(":"))
+        with lock:
+            del running[str(part)]
+        if "sync" in cmd:
+            return 1  # motus-eval failed before any episode
+        part.write_text(json.dumps({"episodes": [{"seed": s, "success": True, "outcome": "success"} for s in range(a, b)],
+                                    "summary": {"time_limit": 14.5}}))
+        return 0
+
+    monkeypatch.setattr(bench, "_run", fake_run)
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    for s in (500, 1000, 1500):
+        (tmp_path / "train" / "checkpoints" / f"step_{s:08d}").mkdir(parents=True)
+    ns = argparse.Namespace(device="cpu", eval_time_limit=0.0, eval_executor_param=[], eval_jobs=2)
+    jobs = [(tmp_path / "final", strategy, (1000, 1004), ev / f"final_{key}.json", False) for key, strategy in bench.EVAL_STRATEGIES.items()]
+    jobs += [(c, "rtc", (1000, 1002), ev / f"curve_{c.name}_rtc.json", False) for c in bench.curve_checkpoints(tmp_path / "train", 3)]
+    with pytest.raises(SystemExit, match="motus-eval exited with 1"):
+        bench.run_evals(ns, tmp_path, jobs, 0.3)
+    assert sorted(ran) == sorted(f"{j[1]} {j[0].name}" for j in jobs)  # each once, the failed sync included
+    assert max(len(o) for o in overlaps) == 2
+    assert all(len(set(o)) == len(o) for o in overlaps), overlaps
+    assert {d for o in overlaps for d in o} >= {"77"} and len({d for o in overlaps for d in o}) == 2
+    for policy, strategy, seeds, out, _ in jobs:
+        assert bench._eval_json_complete(out, seeds) == (strategy != "sync")
+
+
+def test_a_run_stopped_with_kill_stops_every_evaluation_running_side_by_side(tmp_path):
+    """SIGTERM while two evaluations run: both children get SIGTERM (and save their state), none starts after."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = tmp_path / "child.py"
+    child.write_text(
+        "import signal, sys, time\n"
+        "tag = sys.argv[1]\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (print(f'child {tag}: stopped', flush=True), sys.exit(130)))\n"
+        "print(f'child {tag}: up', flush=True)\n"
+        "time.sleep(60)\n")
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        "import signal, sys, types, importlib.util\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        f"spec = importlib.util.spec_from_file_location('ltc', {str(ROOT / 'bench' / 'learn_transfer_cube.py')!r})\n"
+        "ltc = importlib.util.module_from_spec(spec); spec.loader.exec_module(ltc)\n"
+        "signal.signal(signal.SIGTERM, ltc._terminate)\n"
+        "ltc._DOMAIN.append('77')\n"
+        f"log = ltc.Path({str(tmp_path / 'child.log')!r})\n"
+        f"ltc.run_eval = lambda ns, work, policy, strategy, seeds, out, rtf, videos: ltc._run([sys.executable, {str(child)!r}, strategy], log)\n"
+        "ns = types.SimpleNamespace(eval_jobs=2)\n"
+        "try:\n"
+        "    ltc.run_evals(ns, log.parent, [(None, s, (0, 1), None, False) for s in ('a', 'b', 'c')], 0.3)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('driver: interrupted', flush=True); sys.exit(130)\n")
+    proc = subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    log = tmp_path / "child.log"
+    deadline = time.monotonic() + 120
+    while (log.read_text() if log.is_file() else "").count(": up") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=90)
+    text = log.read_text()
+    assert proc.returncode == 130, out
+    assert "driver: interrupted" in out and "Traceback" not in out, out
+    assert "child a: stopped" in text and "child b: stopped" in text
+    assert "child c" not in text  # the third evaluation never started
