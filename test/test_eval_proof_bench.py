@@ -235,42 +235,53 @@ def test_the_placement_margin_is_bounded_as_the_sim_node_declares_it():
     assert ">= 0.0" in bench.placement_margin_problem(-0.01)
 
 
-def test_a_background_run_stopped_with_kill_stops_its_child_first(tmp_path):
-    """`kill` (SIGTERM) of the bench, started in a shell's background where SIGINT is ignored, stops the running
-    stage's child with SIGTERM (which motus-eval/-train/-launch treat as Ctrl-C) and exits 130 without a traceback."""
+def _sigterm_a_driver(tmp_path: Path, child_src: str, driver_body: str, children_up: int) -> tuple[int, str, str]:
+    """Run ``driver_body`` (the bench loaded as ``ltc``, its SIGTERM handler installed; ``child`` the path of
+    ``child_src``, ``log`` the children's log) as a background job (SIGINT ignored), SIGTERM it once
+    ``children_up`` children have printed ": up"; returns (exit code, driver output, children's log)."""
     import signal
     import subprocess
     import sys
     import time
 
     child = tmp_path / "child.py"
-    child.write_text(
-        "import signal, sys, time\n"
-        "signal.signal(signal.SIGTERM, lambda *_: (print('child: saved and stopped', flush=True), sys.exit(0)))\n"
-        "print('child: up', flush=True)\n"
-        "time.sleep(60)\n")
+    child.write_text(child_src)
+    log = tmp_path / "child.log"
     driver = tmp_path / "driver.py"
     driver.write_text(
-        "import signal, sys, importlib.util\n"
+        "import signal, sys, types, importlib.util\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
         f"spec = importlib.util.spec_from_file_location('ltc', {str(ROOT / 'bench' / 'learn_transfer_cube.py')!r})\n"
         "ltc = importlib.util.module_from_spec(spec); spec.loader.exec_module(ltc)\n"
         "signal.signal(signal.SIGTERM, ltc._terminate)\n"
-        "try:\n"
-        f"    ltc._run([sys.executable, {str(child)!r}], ltc.Path({str(tmp_path / 'child.log')!r}))\n"
-        "except KeyboardInterrupt:\n"
-        "    print('driver: interrupted', flush=True); sys.exit(130)\n")
+        f"child, log = {str(child)!r}, ltc.Path({str(log)!r})\n" + driver_body)
     proc = subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    log = tmp_path / "child.log"
     deadline = time.monotonic() + 120
-    while "child: up" not in (log.read_text() if log.is_file() else "") and time.monotonic() < deadline:
+    while (log.read_text() if log.is_file() else "").count(": up") < children_up and time.monotonic() < deadline:
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130, out
+    out, _ = proc.communicate(timeout=90)
+    return proc.returncode, out, log.read_text()
+
+
+def test_a_background_run_stopped_with_kill_stops_its_child_first(tmp_path):
+    """`kill` (SIGTERM) of the bench, started in a shell's background where SIGINT is ignored, stops the running
+    stage's child with SIGTERM (which motus-eval/-train/-launch treat as Ctrl-C) and exits 130 without a traceback."""
+    rc, out, text = _sigterm_a_driver(
+        tmp_path,
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (print('child: saved and stopped', flush=True), sys.exit(0)))\n"
+        "print('child: up', flush=True)\n"
+        "time.sleep(60)\n",
+        "try:\n"
+        "    ltc._run([sys.executable, child], log)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('driver: interrupted', flush=True); sys.exit(130)\n",
+        children_up=1)
+    assert rc == 130, out
     assert "driver: interrupted" in out and "Traceback" not in out
-    assert "child: saved and stopped" in log.read_text()
+    assert "child: saved and stopped" in text
 
 
 def test_evaluations_side_by_side_each_on_its_own_domain(tmp_path, monkeypatch):
@@ -323,43 +334,22 @@ def test_evaluations_side_by_side_each_on_its_own_domain(tmp_path, monkeypatch):
 
 def test_a_run_stopped_with_kill_stops_every_evaluation_running_side_by_side(tmp_path):
     """SIGTERM while two evaluations run: both children get SIGTERM (and save their state), none starts after."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    child = tmp_path / "child.py"
-    child.write_text(
+    rc, out, text = _sigterm_a_driver(
+        tmp_path,
         "import signal, sys, time\n"
         "tag = sys.argv[1]\n"
         "signal.signal(signal.SIGTERM, lambda *_: (print(f'child {tag}: stopped', flush=True), sys.exit(130)))\n"
         "print(f'child {tag}: up', flush=True)\n"
-        "time.sleep(60)\n")
-    driver = tmp_path / "driver.py"
-    driver.write_text(
-        "import signal, sys, types, importlib.util\n"
-        f"sys.path.insert(0, {str(ROOT)!r})\n"
-        f"spec = importlib.util.spec_from_file_location('ltc', {str(ROOT / 'bench' / 'learn_transfer_cube.py')!r})\n"
-        "ltc = importlib.util.module_from_spec(spec); spec.loader.exec_module(ltc)\n"
-        "signal.signal(signal.SIGTERM, ltc._terminate)\n"
+        "time.sleep(60)\n",
         "ltc._DOMAIN.append('77')\n"
-        f"log = ltc.Path({str(tmp_path / 'child.log')!r})\n"
-        f"ltc.run_eval = lambda ns, work, policy, strategy, seeds, out, rtf, videos: ltc._run([sys.executable, {str(child)!r}, strategy], log)\n"
+        "ltc.run_eval = lambda ns, work, policy, strategy, seeds, out, rtf, videos: ltc._run([sys.executable, child, strategy], log)\n"
         "ns = types.SimpleNamespace(eval_jobs=2)\n"
         "try:\n"
         "    ltc.run_evals(ns, log.parent, [(None, s, (0, 1), None, False) for s in ('a', 'b', 'c')], 0.3)\n"
         "except KeyboardInterrupt:\n"
-        "    print('driver: interrupted', flush=True); sys.exit(130)\n")
-    proc = subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    log = tmp_path / "child.log"
-    deadline = time.monotonic() + 120
-    while (log.read_text() if log.is_file() else "").count(": up") < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=90)
-    text = log.read_text()
-    assert proc.returncode == 130, out
+        "    print('driver: interrupted', flush=True); sys.exit(130)\n",
+        children_up=2)
+    assert rc == 130, out
     assert "driver: interrupted" in out and "Traceback" not in out, out
     assert "child a: stopped" in text and "child b: stopped" in text
     assert "child c" not in text  # the third evaluation never started
