@@ -96,6 +96,73 @@ def test_transitions_do_not_nest():
     assert_consistent_derivatives(traj, now, now + 0.3)
 
 
+def test_a_transition_onto_a_transition_keeps_the_running_offsets():
+    """A chunk arriving while a hand-over runs: the offsets already decaying go on on their own
+    schedules. A new chunk that repeats the plan changes nothing; one that differs adds a piece, and the
+    command is on the newest plan once the last piece has decayed. Restarting one offset at every
+    switch instead decayed well under 1 % of it per switch while chunks came every 35 ms."""
+    t, p = waypoints(n=90, seed=4)
+    plan = WaypointSpline(t, p)
+    t0, T = t[2], 1.0
+    first = TransitionTrajectory.from_state(plan, t0, T, p[0] + 0.4, np.zeros(3), np.zeros(3))
+    now = t0
+    traj = first
+    for _ in range(20):  # the same plan again every 35 ms: the command is that of the first transition
+        now += 0.035
+        traj = TransitionTrajectory.from_state(traj.carrying(plan, now), now, 0.2, *traj.evaluate(now))
+        for x in (now, now + 0.1, t0 + T - 0.01):
+            for got, want in zip(traj.evaluate(x), first.evaluate(x)):
+                np.testing.assert_allclose(got, want, atol=1e-9)
+    assert traj.settled(t0 + T + 1e-6) is plan  # on the plan when the first window ends
+    # a different plan: one more piece; on the new plan by the end of both windows, C2 throughout
+    other = WaypointSpline(t, p + 0.05)
+    state = traj.evaluate(now)
+    new = TransitionTrajectory.from_state(traj.carrying(other, now), now, 0.2, *state)
+    for x, y in zip(new.evaluate(now), state):
+        np.testing.assert_allclose(x, y, atol=1e-12)
+    assert new.base is other and new.t1 == pytest.approx(max(t0 + T, now + 0.2))
+    for x, y in zip(new.evaluate(new.t1 + 1e-6), other.evaluate(new.t1 + 1e-6)):
+        np.testing.assert_allclose(x, y, atol=1e-9)
+    assert_consistent_derivatives(new, now, new.t1 + 0.05)
+    assert_continuous_at(new, now + 0.2)
+    # decayed pieces are dropped: at most a window's worth of switches is kept
+    assert traj.pieces <= int(np.ceil(T / 0.035)) + 1
+
+
+def test_a_fade_in_stays_between_the_start_pose_and_the_plan():
+    """From rest at a gripper's closed limit onto a plan that closes from half open: the fade-in is a
+    convex blend of the pose and the plan, so it stays between them (within any limits both are
+    within). An offset that decays while the plan moves ran through the plan's motion past the closed
+    limit (the executor's windows for it, as before the change)."""
+    t = np.arange(0, 3, DT)
+    closing = (0.6 - 0.5 * np.clip(t / 0.5, 0, 1))[:, None]  # 0.6 -> 0.1 rad over 0.5 s, limits [0, 1]
+    plan = WaypointSpline(t, closing)
+    start, T = np.array([0.0]), 1.0
+    fade = TransitionTrajectory.fade_in(plan, 0.0, T, start, np.zeros(1), np.zeros(1))
+    windows = offset_windows(-plan.evaluate(0.0)[1], np.full(1, 30.0), T, 0.2)
+    offset = TransitionTrajectory.from_state(plan, 0.0, T, start, np.zeros(1), np.zeros(1), *windows)
+    for x, y in zip(fade.evaluate(0.0), (start, np.zeros(1), np.zeros(1))):  # starts at rest at the pose (C2)
+        np.testing.assert_allclose(x, y, atol=1e-12)
+    ts = np.linspace(0.0, T, 301)
+    P = sample(fade, ts)[0][:, 0]
+    plan_p = sample(plan, ts)[0][:, 0]
+    assert np.all(P <= np.maximum(start[0], plan_p) + 1e-12) and np.all(P >= np.minimum(start[0], plan_p) - 1e-12)
+    assert sample(offset, ts)[0][:, 0].min() < -0.1  # the additive offset leaves [0, 1]
+    for x, y in zip(fade.evaluate(T), plan.evaluate(T)):  # ends exactly on the plan
+        np.testing.assert_allclose(x, y, atol=1e-9)
+    assert_consistent_derivatives(fade, 0.0, T + 0.05)
+    assert_continuous_at(fade, T)
+    # a chunk arriving during the fade-in re-targets it (the step is one more decaying piece)
+    other = WaypointSpline(t, closing + 0.05)
+    state = fade.evaluate(0.5)
+    moved = TransitionTrajectory.from_state(fade.carrying(other, 0.5), 0.5, 0.2, *state)
+    for x, y in zip(moved.evaluate(0.5), state):
+        np.testing.assert_allclose(x, y, atol=1e-12)
+    for x, y in zip(moved.evaluate(T + 1e-6), other.evaluate(T + 1e-6)):
+        np.testing.assert_allclose(x, y, atol=1e-9)
+    assert_consistent_derivatives(moved, 0.5, T + 0.05)
+
+
 def test_blend_duration_respects_the_limits():
     v_max = np.array([1.0, 2.0])
     a_max = np.array([5.0, 5.0])

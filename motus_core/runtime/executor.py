@@ -566,18 +566,21 @@ class ChunkExecutor:
         return ChunkResult(False, why)
 
     def _switch_to(self, plan: WaypointSpline, now: float, p: np.ndarray, v: np.ndarray, a: np.ndarray) -> None:
-        pn, vn, _ = plan.evaluate(now)
+        old = self.traj
         lim = self.limits
         at_rest = self.state in (ExecState.IDLE, ExecState.HOLDING) or (self.stop is not None and now >= self.stop.end_time)
+        # A hand-over still running goes on decaying on its own schedule; the new window takes what is
+        # left between the command and (new plan + those offsets): see TransitionTrajectory.
+        target = old.carrying(plan, now) if isinstance(old, TransitionTrajectory) and not at_rest else plan
+        pn, vn, _ = target.evaluate(now)
         t_min = self.cfg.fade_in_time if self.state in (ExecState.IDLE, ExecState.HOLDING) else self.cfg.blend_time
         T = blend_duration(pn - p, vn - v, v, a, lim.velocity, lim.acceleration, t_min, self.cfg.max_blend_time, self.cfg.limit_budget)
-        old = self.traj
         # While moving, a hand-over may not outlast a few blend windows (nor the old plan): the robot
         # must follow the new chunk, and whatever the window cannot absorb the guard does (counted).
         t_cap = self.cfg.max_blend_time if at_rest else min(self.cfg.max_blend_time, 2.5 * self.cfg.blend_time)
         if self.plan is not None and not at_rest:
             t_cap = max(self.cfg.blend_time, min(t_cap, self.plan.end_time - now))
-        blend = self._fit_blend((p, v, a), plan, now, min(T, t_cap), t_cap)
+        blend = self._fit_blend((p, v, a), target, now, min(T, t_cap), t_cap, fade=at_rest)
         T = blend.duration
         if not (self.plan is not None and self.stop is None and self.state in (ExecState.FADE_IN, ExecState.RUNNING)):
             self._exec_since = now  # executing from now on (was holding / at rest)
@@ -593,7 +596,7 @@ class ChunkExecutor:
             self.state = ExecState.RUNNING
             self.message = "running"
 
-    def _fit_blend(self, state, new, t0: float, T: float, t_max: float, samples: int = 24) -> TransitionTrajectory:
+    def _fit_blend(self, state, new, t0: float, T: float, t_max: float, samples: int = 24, fade: bool = False) -> TransitionTrajectory:
         """The shortest transition from ``T`` on whose sampled velocity/acceleration stay within the budget.
 
         ``blend_duration`` sizes the window from the offsets alone; the motion of the new trajectory
@@ -606,7 +609,7 @@ class ChunkExecutor:
         # a motion that already exceeds the budget (e.g. an infeasible plan) may keep its own level
         v_lim = np.maximum(v_lim, np.abs(v0))
         a_lim = np.maximum(a_lim, np.abs(a0))
-        blend = self._transition(new, t0, T, p0, v0, a0)
+        blend = self._transition(new, t0, T, p0, v0, a0, fade)
         while T < t_max:
             ok = True
             for u in np.linspace(0.0, 1.0, samples)[1:]:
@@ -618,13 +621,18 @@ class ChunkExecutor:
             if ok:
                 break
             T = min(T * 1.3, t_max)
-            blend = self._transition(new, t0, T, p0, v0, a0)
+            blend = self._transition(new, t0, T, p0, v0, a0, fade)
         return blend
 
-    def _transition(self, target, t0: float, T: float, p: np.ndarray, v: np.ndarray, a: np.ndarray) -> TransitionTrajectory:
+    def _transition(self, target, t0: float, T: float, p: np.ndarray, v: np.ndarray, a: np.ndarray,
+                    fade: bool = False) -> TransitionTrajectory:
         """From the commanded state (p, v, a) onto ``target`` within ``T``; the velocity and acceleration
         offsets decay over their own windows, at least ``blend_time`` (see ``TransitionTrajectory``): a
-        hand-over of ``blend_time`` is one window as before, a longer one does not swing out."""
+        hand-over of ``blend_time`` is one window as before, a longer one does not swing out. ``fade``:
+        from rest, a convex blend of the pose and the plan (``TransitionTrajectory.fade_in``)."""
+        if fade:
+            v_win, a_win = offset_windows(v, self.limits.acceleration, T, self.cfg.blend_time, self.cfg.limit_budget)
+            return TransitionTrajectory.fade_in(target, t0, T, p, v, a, v_window=v_win, a_window=a_win)
         _, vb, _ = target.evaluate(t0)
         v_win, a_win = offset_windows(np.asarray(v) - vb, self.limits.acceleration, T, self.cfg.blend_time, self.cfg.limit_budget)
         return TransitionTrajectory.from_state(target, t0, T, p, v, a, v_window=v_win, a_window=a_win)
@@ -895,11 +903,16 @@ class ChunkExecutor:
         (along its braking curve, which cannot overshoot). Re-planning on every clamped tick restarts
         the quintic each time, and a quintic's first tick just carries the present velocity on: a
         plan faster than the limits then made the command coast away from it to the joint limit.
+        A chunk arriving within the window carries the recovery on (it is still running): with chunks
+        every ~35 ms (temporal ensembling) a window that ended at every chunk re-planned as often.
         """
         if self.plan is not None and self.stop is None:
-            if now < self._recovery_until and self.traj is self._recovery:
+            running = self.traj is self._recovery or (isinstance(self.traj, TransitionTrajectory) and self._recovery is not None
+                                                     and self.traj.carries(self._recovery))
+            if now < self._recovery_until and running:
                 return
-            target = self.plan
+            # the offsets still decaying go on; the recovery takes what the guard left between them and the command
+            target = self.traj.carrying(self.plan, now) if isinstance(self.traj, TransitionTrajectory) and self.traj.base is self.plan else self.plan
             pn, vn, _ = target.evaluate(now)
             T = blend_duration(pn - p, vn - v, v, a, self.limits.velocity, self.limits.acceleration,
                                self.cfg.blend_time, min(self.cfg.max_blend_time, 2.5 * self.cfg.blend_time), self.cfg.limit_budget)

@@ -175,14 +175,16 @@ def smooth_to_limits(times: np.ndarray, positions: np.ndarray, a_max: np.ndarray
     return p, max_iterations
 
 
-def _quintic_decay(u: float) -> tuple[tuple[float, float, float], tuple[float, float, float], tuple[float, float, float]]:
-    """Quintic Hermite basis (value, d/du, d2/du2) for a start value, slope and curvature that all
-    decay to zero (with zero slope and curvature) at u = 1."""
-    u2, u3 = u * u, u * u * u
-    h0 = (1 - 10 * u3 + 15 * u3 * u - 6 * u3 * u2, -30 * u2 + 60 * u3 - 30 * u3 * u, -60 * u + 180 * u2 - 120 * u3)
-    h1 = (u - 6 * u3 + 8 * u3 * u - 3 * u3 * u2, 1 - 18 * u2 + 32 * u3 - 15 * u3 * u, -36 * u + 96 * u2 - 60 * u3)
-    h2 = (0.5 * (u2 - 3 * u3 + 3 * u3 * u - u3 * u2), 0.5 * (2 * u - 9 * u2 + 12 * u3 - 5 * u3 * u), 0.5 * (2 - 18 * u + 36 * u2 - 20 * u3))
-    return h0, h1, h2
+def _quintic_decay(u: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Quintic Hermite basis (value, d/du, d2/du2) at ``u`` for a start value (k = 0), slope (k = 1)
+    or curvature (k = 2) that decays to zero (with zero slope and curvature) at u = 1."""
+    u2 = u * u
+    u3 = u2 * u
+    if k == 0:
+        return 1 - 10 * u3 + 15 * u3 * u - 6 * u3 * u2, -30 * u2 + 60 * u3 - 30 * u3 * u, -60 * u + 180 * u2 - 120 * u3
+    if k == 1:
+        return u - 6 * u3 + 8 * u3 * u - 3 * u3 * u2, 1 - 18 * u2 + 32 * u3 - 15 * u3 * u, -36 * u + 96 * u2 - 60 * u3
+    return 0.5 * (u2 - 3 * u3 + 3 * u3 * u - u3 * u2), 0.5 * (2 * u - 9 * u2 + 12 * u3 - 5 * u3 * u), 0.5 * (2 - 18 * u + 36 * u2 - 20 * u3)
 
 
 class TransitionTrajectory:
@@ -195,10 +197,21 @@ class TransitionTrajectory:
     ``0.017 da T^2`` (a chunk whose spline starts at 60 rad/s^2, faded in over 3 s: 9 rad), and a
     velocity offset ``dv`` by ``0.16 dv T``. Short windows for those parts keep the swing to what the
     limits make necessary; the sum still starts exactly at the commanded state (C2).
+
+    A transition onto a transition (``from_state`` with a ``TransitionTrajectory`` as ``base``: a
+    chunk arriving while the last hand-over still runs) keeps the offsets already decaying on their
+    own schedules and adds one for what is left: ``e`` is a sum of such pieces over one base plan
+    (closed-form quintics, no nesting of plans; a piece is dropped once it has decayed). Restarting a
+    single offset at every switch instead never let it decay while chunks came faster than its
+    window: a quintic starts flat, so each restart removed well under 1 % of a fade-in's offset, and
+    with temporal ensembling (a chunk every ~35 ms) the command followed the plan's motion 0.24-0.38 rad
+    away from it for over a second, into a gripper's position limit (a CI run under load;
+    ``test_a_fade_in_converges_however_often_chunks_arrive``). With the pieces kept, a chunk that
+    repeats the plan changes nothing, and the command is on the newest plan when the last piece ends.
     """
 
     def __init__(self, base: Trajectory, t0: float, duration: float, dp: np.ndarray, dv: np.ndarray, da: np.ndarray,
-                 v_window: float | None = None, a_window: float | None = None):
+                 v_window: float | None = None, a_window: float | None = None, carried: "TransitionTrajectory | None" = None):
         if not duration > 0:
             raise ValueError("transition duration must be positive")
         self.base = base
@@ -211,17 +224,76 @@ class TransitionTrajectory:
         self.dp = np.array(dp, dtype=np.float64)
         self.dv = np.array(dv, dtype=np.float64)
         self.da = np.array(da, dtype=np.float64)
+        # every piece still decaying: start times (n,), windows (n, 3) and offsets (n, 3, dof); this one last
+        piece_w = np.array([[self.duration, self.v_window, self.a_window]])
+        piece_d = np.stack([self.dp, self.dv, self.da])[None]
+        self._fade: tuple[float, float, np.ndarray] | None = None  # (t0, T, pose): see fade_in
+        if carried is not None:
+            keep = carried._starts + carried._windows[:, 0] > self.t0
+            self._starts = np.append(carried._starts[keep], self.t0)
+            self._windows = np.concatenate([carried._windows[keep], piece_w])
+            self._offsets = np.concatenate([carried._offsets[keep], piece_d])
+            if carried._fade is not None and carried._fade[0] + carried._fade[1] > self.t0:
+                self._fade = carried._fade
+        else:
+            self._starts, self._windows, self._offsets = np.array([self.t0]), piece_w, piece_d
 
     @classmethod
     def from_state(cls, base: Trajectory, t0: float, duration: float, p: np.ndarray, v: np.ndarray, a: np.ndarray,
                    v_window: float | None = None, a_window: float | None = None) -> "TransitionTrajectory":
-        """The transition that starts exactly at the commanded state (p, v, a) at ``t0``."""
+        """The transition that starts exactly at the commanded state (p, v, a) at ``t0``.
+
+        ``base`` may itself be a transition (the new plan with the offsets still decaying, see the
+        class): the new piece is what is left between the commanded state and it.
+        """
         pb, vb, ab = base.evaluate(t0)
-        return cls(base, t0, duration, np.asarray(p) - pb, np.asarray(v) - vb, np.asarray(a) - ab, v_window, a_window)
+        carried = base if isinstance(base, TransitionTrajectory) else None
+        plan = carried.base if carried is not None else base
+        return cls(plan, t0, duration, np.asarray(p) - pb, np.asarray(v) - vb, np.asarray(a) - ab, v_window, a_window, carried)
+
+    @classmethod
+    def fade_in(cls, base: Trajectory, t0: float, duration: float, p: np.ndarray, v: np.ndarray, a: np.ndarray,
+                v_window: float | None = None, a_window: float | None = None) -> "TransitionTrajectory":
+        """From (nearly) rest at ``p`` onto ``base``: ``s(u) base(t) + (1 - s(u)) p`` with the quintic
+        smoothstep ``s`` over ``duration``, plus a decaying offset for whatever velocity and
+        acceleration the command still has at ``t0`` (a stop just ending).
+
+        The blend is taken against whichever plan is the base at the time (a chunk arriving during the
+        fade-in re-targets it; ``from_state`` adds an offset for the step that makes): the command is
+        a convex combination of the start pose and the plan, so it stays within any position limits
+        both are within. An offset that decays while the plan moves does not: fading in over 1-3 s
+        onto a closing gripper from its open limit, the command ran through the plan's motion into
+        the closed limit (the guard's position-limit hits; ``test_a_fade_in_stays_between_the_start_pose_and_the_plan``).
+        """
+        out = cls(base, t0, duration, np.zeros_like(np.asarray(p, dtype=np.float64)), v, a, v_window, a_window)
+        out._fade = (float(t0), float(duration), np.array(p, dtype=np.float64))
+        return out
+
+    def carrying(self, plan: Trajectory, t0: float) -> Trajectory:
+        """``plan`` with this transition's offsets that still decay after ``t0`` (``plan`` if none do)."""
+        keep = self._starts + self._windows[:, 0] > t0
+        if not keep.any() and not (self._fade is not None and self._fade[0] + self._fade[1] > t0):
+            return plan
+        out = TransitionTrajectory.__new__(TransitionTrajectory)
+        out.__dict__.update(self.__dict__)
+        out.base = plan
+        out._starts, out._windows, out._offsets = self._starts[keep], self._windows[keep], self._offsets[keep]
+        return out
+
+    def carries(self, other: "TransitionTrajectory") -> bool:
+        """Whether ``other``'s newest offset is still one of this transition's pieces (it was carried on)."""
+        same = (self._starts == other.t0) & np.all(self._offsets == np.stack([other.dp, other.dv, other.da])[None], axis=(1, 2))
+        return bool(np.any(same & (self._starts + self._windows[:, 0] > self.t0)))
+
+    @property
+    def pieces(self) -> int:
+        return int(self._starts.shape[0])
 
     @property
     def t1(self) -> float:
-        return self.t0 + self.duration
+        """When the last piece has decayed: from then on the trajectory is its base."""
+        end = float(np.max(self._starts + self._windows[:, 0], initial=-np.inf))
+        return end if self._fade is None else max(end, self._fade[0] + self._fade[1])
 
     @property
     def end_time(self) -> float:
@@ -229,21 +301,28 @@ class TransitionTrajectory:
 
     def evaluate(self, t: float):
         p, v, a = self.base.evaluate(t)
-        if t >= self.t1:
-            return p, v, a
-        s = max(t - self.t0, 0.0)
-        for k, (T, d) in enumerate(((self.duration, self.dp), (self.v_window, self.dv), (self.a_window, self.da))):
-            if s >= T:
-                continue
-            h = _quintic_decay(s / T)[k]
-            scale = T ** k  # the basis of the k-th derivative is in units of u = s / T
-            p = p + d * (scale * h[0])
-            v = v + d * (scale * h[1] / T)
-            a = a + d * (scale * h[2] / (T * T))
-        return p, v, a
+        if self._fade is not None and t < self._fade[0] + self._fade[1]:
+            f0, T, pose = self._fade
+            w, w1, w2 = smoothstep((t - f0) / T)
+            d = p - pose
+            p, v, a = pose + w * d, w * v + (w1 / T) * d, w * a + (2.0 * w1 / T) * v + (w2 / (T * T)) * d
+        # every part of every piece at once: a basis is exactly zero (with its derivatives) from u = 1 on
+        u = np.clip((t - self._starts)[:, None] / self._windows, 0.0, 1.0)  # (n, 3)
+        T = self._windows
+        coef = np.empty((3, u.shape[0], 3))  # (p/v/a, piece, part)
+        for k in range(3):
+            h0, h1, h2 = _quintic_decay(u[:, k], k)
+            Tk = T[:, k]
+            scale = Tk ** k  # the basis of the k-th derivative is in units of u = s / T
+            coef[0, :, k] = scale * h0
+            coef[1, :, k] = scale * h1 / Tk
+            coef[2, :, k] = scale * h2 / (Tk * Tk)
+        off = coef.reshape(3, -1) @ self._offsets.reshape(-1, self._offsets.shape[-1])  # (3, dof)
+        return p + off[0], v + off[1], a + off[2]
 
     def settled(self, t: float) -> Trajectory:
-        """The equivalent trajectory from ``t`` on (the base, once the offset has decayed)."""
+        """The equivalent trajectory from ``t`` on (the base, once every piece has decayed; decayed
+        pieces are dropped at the next switch: the executor tells its transitions apart by identity)."""
         return self.base if t >= self.t1 else self
 
 
