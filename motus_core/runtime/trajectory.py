@@ -175,16 +175,18 @@ def smooth_to_limits(times: np.ndarray, positions: np.ndarray, a_max: np.ndarray
     return p, max_iterations
 
 
-def _quintic_decay(u: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Quintic Hermite basis (value, d/du, d2/du2) at ``u`` for a start value (k = 0), slope (k = 1)
-    or curvature (k = 2) that decays to zero (with zero slope and curvature) at u = 1."""
-    u2 = u * u
-    u3 = u2 * u
-    if k == 0:
-        return 1 - 10 * u3 + 15 * u3 * u - 6 * u3 * u2, -30 * u2 + 60 * u3 - 30 * u3 * u, -60 * u + 180 * u2 - 120 * u3
-    if k == 1:
-        return u - 6 * u3 + 8 * u3 * u - 3 * u3 * u2, 1 - 18 * u2 + 32 * u3 - 15 * u3 * u, -36 * u + 96 * u2 - 60 * u3
-    return 0.5 * (u2 - 3 * u3 + 3 * u3 * u - u3 * u2), 0.5 * (2 * u - 9 * u2 + 12 * u3 - 5 * u3 * u), 0.5 * (2 - 18 * u + 36 * u2 - 20 * u3)
+# The quintic Hermite bases for a start value (k = 0), slope (k = 1) and curvature (k = 2) that decay
+# to zero with zero slope and curvature at u = 1, as coefficients of u^0..u^5: _DECAY[k, d] is the
+# d-th derivative (d/du) of the k-th basis.
+_DECAY_BASES = np.array([
+    [1, 0, 0, -10, 15, -6],
+    [0, 1, 0, -6, 8, -3],
+    [0, 0, 0.5, -1.5, 1.5, -0.5],
+], dtype=np.float64)
+_POWERS = np.arange(6)
+_DECAY = np.stack([_DECAY_BASES,
+                   np.concatenate([_DECAY_BASES[:, 1:] * _POWERS[1:], np.zeros((3, 1))], axis=1),
+                   np.concatenate([_DECAY_BASES[:, 2:] * (_POWERS[2:] * _POWERS[1:-1]), np.zeros((3, 2))], axis=1)], axis=1)
 
 
 class TransitionTrajectory:
@@ -230,13 +232,12 @@ class TransitionTrajectory:
         self._fade: tuple[float, float, np.ndarray] | None = None  # (t0, T, pose): see fade_in
         if carried is not None:
             keep = carried._starts + carried._windows[:, 0] > self.t0
-            self._starts = np.append(carried._starts[keep], self.t0)
-            self._windows = np.concatenate([carried._windows[keep], piece_w])
-            self._offsets = np.concatenate([carried._offsets[keep], piece_d])
+            self._set_pieces(np.append(carried._starts[keep], self.t0), np.concatenate([carried._windows[keep], piece_w]),
+                             np.concatenate([carried._offsets[keep], piece_d]))
             if carried._fade is not None and carried._fade[0] + carried._fade[1] > self.t0:
                 self._fade = carried._fade
         else:
-            self._starts, self._windows, self._offsets = np.array([self.t0]), piece_w, piece_d
+            self._set_pieces(np.array([self.t0]), piece_w, piece_d)
 
     @classmethod
     def from_state(cls, base: Trajectory, t0: float, duration: float, p: np.ndarray, v: np.ndarray, a: np.ndarray,
@@ -277,8 +278,13 @@ class TransitionTrajectory:
         out = TransitionTrajectory.__new__(TransitionTrajectory)
         out.__dict__.update(self.__dict__)
         out.base = plan
-        out._starts, out._windows, out._offsets = self._starts[keep], self._windows[keep], self._offsets[keep]
+        out._set_pieces(self._starts[keep], self._windows[keep], self._offsets[keep])
         return out
+
+    def _set_pieces(self, starts: np.ndarray, windows: np.ndarray, offsets: np.ndarray) -> None:
+        self._starts, self._windows, self._offsets = starts, windows, offsets
+        # T^(k - d) per (derivative d, piece, part k): the k-th basis is scaled by T^k, each d/dt is 1/T
+        self._scales = windows[None, :, :] ** (np.arange(3)[None, None, :] - np.arange(3)[:, None, None])
 
     def carries(self, other: "TransitionTrajectory") -> bool:
         """Whether ``other``'s newest offset is still one of this transition's pieces (it was carried on)."""
@@ -307,17 +313,9 @@ class TransitionTrajectory:
             d = p - pose
             p, v, a = pose + w * d, w * v + (w1 / T) * d, w * a + (2.0 * w1 / T) * v + (w2 / (T * T)) * d
         # every part of every piece at once: a basis is exactly zero (with its derivatives) from u = 1 on
-        u = np.clip((t - self._starts)[:, None] / self._windows, 0.0, 1.0)  # (n, 3)
-        T = self._windows
-        coef = np.empty((3, u.shape[0], 3))  # (p/v/a, piece, part)
-        for k in range(3):
-            h0, h1, h2 = _quintic_decay(u[:, k], k)
-            Tk = T[:, k]
-            scale = Tk ** k  # the basis of the k-th derivative is in units of u = s / T
-            coef[0, :, k] = scale * h0
-            coef[1, :, k] = scale * h1 / Tk
-            coef[2, :, k] = scale * h2 / (Tk * Tk)
-        off = coef.reshape(3, -1) @ self._offsets.reshape(-1, self._offsets.shape[-1])  # (3, dof)
+        u = np.clip((t - self._starts)[:, None] / self._windows, 0.0, 1.0)  # (n, 3 parts)
+        basis = np.einsum("nkp,kdp->dnk", u[:, :, None] ** _POWERS, _DECAY)  # (p/v/a, piece, part), in u = s / T
+        off = (basis * self._scales).reshape(3, -1) @ self._offsets.reshape(-1, self._offsets.shape[-1])  # (3, dof)
         return p + off[0], v + off[1], a + off[2]
 
     def settled(self, t: float) -> Trajectory:
