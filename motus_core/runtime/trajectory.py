@@ -263,8 +263,8 @@ class TransitionTrajectory:
         fade-in re-targets it; ``from_state`` adds an offset for the step that makes): the command is
         a convex combination of the start pose and the plan, so it stays within any position limits
         both are within. An offset that decays while the plan moves does not: fading in over 1-3 s
-        onto a closing gripper from its open limit, the command ran through the plan's motion into
-        the closed limit (the guard's position-limit hits; ``test_a_fade_in_stays_between_the_start_pose_and_the_plan``).
+        from a gripper's closed limit onto a plan that closes it from half open, the command ran
+        through the plan's motion past the closed limit (the guard's position-limit hits; ``test_a_fade_in_stays_between_the_start_pose_and_the_plan``).
         """
         out = cls(base, t0, duration, np.zeros_like(np.asarray(p, dtype=np.float64)), v, a, v_window, a_window)
         out._fade = (float(t0), float(duration), np.array(p, dtype=np.float64))
